@@ -1,0 +1,90 @@
+"""Engine creation for SQLite (the embedded default) and PostgreSQL (psycopg 3).
+
+SQLite is opened in WAL mode with a busy timeout, so several processes can read while
+one writes and a writer waits for the lock instead of failing with "database is locked".
+PostgreSQL URLs of any spelling (``postgres://``, ``postgresql://``) use psycopg 3.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import orjson
+from sqlalchemy import Engine, event
+from sqlalchemy import create_engine as sa_create_engine
+from sqlalchemy.engine import make_url
+
+#: How long a SQLite writer waits for another process's lock before giving up.
+SQLITE_BUSY_TIMEOUT_MS = 60_000
+
+
+def _json_dumps(value: Any) -> str:
+    return orjson.dumps(value).decode("utf-8")
+
+
+def normalise_url(url: str) -> str:
+    """Return ``url`` with the psycopg 3 driver for PostgreSQL; other URLs unchanged."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgres", "postgresql"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed.render_as_string(hide_password=False)
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password hidden, for messages and summaries."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def create_engine(url: str, *, pool_size: int = 5, max_overflow: int = 5) -> Engine:
+    """Create an engine for ``url``.
+
+    For SQLite the parent directory of the file is created if missing. For PostgreSQL the
+    pool holds at most ``pool_size + max_overflow`` connections per process; see the
+    README for sizing many workers against one server.
+    """
+    url = normalise_url(url)
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database
+        if database and database != ":memory:" and not database.startswith("file:"):
+            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = sa_create_engine(
+            url,
+            json_serializer=_json_dumps,
+            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+        )
+        event.listen(engine, "connect", _sqlite_on_connect)
+        event.listen(engine, "begin", _sqlite_on_begin)
+        return engine
+    return sa_create_engine(
+        url,
+        json_serializer=_json_dumps,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        pool_pre_ping=True,
+    )
+
+
+def _sqlite_on_connect(dbapi_connection: sqlite3.Connection, _record: object) -> None:
+    # Let SQLAlchemy issue BEGIN itself (see _sqlite_on_begin) so that transactions
+    # take the write lock up front instead of failing to upgrade a read lock later.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def _sqlite_on_begin(connection: Any) -> None:
+    # BEGIN IMMEDIATE: a writer that must wait does so at BEGIN, where busy_timeout
+    # applies, rather than deadlocking on a read-to-write upgrade (SQLITE_BUSY at once).
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def is_postgres(engine: Engine) -> bool:
+    """True when ``engine`` talks to PostgreSQL."""
+    return engine.dialect.name == "postgresql"

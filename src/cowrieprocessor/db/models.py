@@ -1,0 +1,223 @@
+"""ORM models of the cowrieprocessor database (SQLAlchemy 2.0).
+
+Every text column that can hold attacker-controlled text stores it under the rule of
+:mod:`cowrieprocessor.db.textrule`. Every timestamp is aware UTC. The Alembic revisions
+under ``db/migrations/versions`` create exactly these tables; ``cowrie-db check`` fails
+when the two disagree.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from cowrieprocessor.db.types import JSONType, UTCDateTime
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY; BigInteger keeps 64-bit ids on
+# PostgreSQL while staying a rowid alias on SQLite.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    """Declarative base; naming conventions keep constraint names stable across databases."""
+
+    type_annotation_map = {dict[str, Any]: JSONType, datetime: UTCDateTime}
+
+
+Base.metadata.naming_convention = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class IngestedFile(Base):
+    """One input file as the loader last saw it, with its checkpoint.
+
+    ``head_sha256`` (hash of the first bytes) tells a grown file (same head, larger) from
+    one that was truncated or replaced at the same path (different head or smaller).
+    ``checkpoint_offset`` is the byte offset in the *decompressed* stream after the last
+    complete line whose events are committed; ``checkpoint_line`` is its line number.
+    """
+
+    __tablename__ = "ingested_files"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    path: Mapped[str] = mapped_column(Text, unique=True)
+    compression: Mapped[str] = mapped_column(String(8))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    head_sha256: Mapped[str] = mapped_column(String(64))
+    checkpoint_offset: Mapped[int] = mapped_column(BigInteger, default=0)
+    checkpoint_line: Mapped[int] = mapped_column(BigInteger, default=0)
+    events_read: Mapped[int] = mapped_column(BigInteger, default=0)
+    events_loaded: Mapped[int] = mapped_column(BigInteger, default=0)
+    dead_letters: Mapped[int] = mapped_column(BigInteger, default=0)
+    complete: Mapped[bool] = mapped_column(Boolean, default=False)
+    first_ingested_at: Mapped[datetime]
+    last_ingested_at: Mapped[datetime]
+
+
+class RawEvent(Base):
+    """Every loaded event, as Cowrie wrote it, recognised by the hash of its content."""
+
+    __tablename__ = "raw_events"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    event_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    sensor: Mapped[str] = mapped_column(Text)
+    session_id: Mapped[str | None] = mapped_column(Text)
+    eventid: Mapped[str | None] = mapped_column(Text)
+    event_time: Mapped[datetime | None]
+    src_ip: Mapped[str | None] = mapped_column(Text)
+    source_file: Mapped[str] = mapped_column(Text)
+    source_line: Mapped[int] = mapped_column(BigInteger)
+    ingested_at: Mapped[datetime]
+    payload: Mapped[dict[str, Any]]
+
+    __table_args__ = (
+        Index(None, "sensor", "session_id"),
+        Index(None, "event_time"),
+    )
+
+
+class SessionSummary(Base):
+    """One row per Cowrie session, identified by sensor and session id.
+
+    Counters and times are recomputed from the stored events of the session whenever
+    new events of it are loaded, so loading files twice or in any order gives one row
+    with the same values.
+    """
+
+    __tablename__ = "session_summaries"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    sensor: Mapped[str] = mapped_column(Text)
+    session_id: Mapped[str] = mapped_column(Text)
+    src_ip: Mapped[str | None] = mapped_column(Text)
+    src_ip_valid: Mapped[bool | None] = mapped_column(Boolean)
+    first_event_at: Mapped[datetime | None]
+    last_event_at: Mapped[datetime | None]
+    protocol: Mapped[str | None] = mapped_column(String(16))
+    event_count: Mapped[int] = mapped_column(Integer, default=0)
+    login_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    login_successes: Mapped[int] = mapped_column(Integer, default=0)
+    success_username: Mapped[str | None] = mapped_column(Text)
+    success_password: Mapped[str | None] = mapped_column(Text)
+    command_count: Mapped[int] = mapped_column(Integer, default=0)
+    download_count: Mapped[int] = mapped_column(Integer, default=0)
+    upload_count: Mapped[int] = mapped_column(Integer, default=0)
+    client_version: Mapped[str | None] = mapped_column(Text)
+    hassh: Mapped[str | None] = mapped_column(String(64))
+    duration_seconds: Mapped[float | None] = mapped_column(Float)
+    has_connect: Mapped[bool] = mapped_column(Boolean, default=False)
+    has_close: Mapped[bool] = mapped_column(Boolean, default=False)
+    enrichment: Mapped[dict[str, Any] | None]
+    updated_at: Mapped[datetime]
+
+    __table_args__ = (
+        UniqueConstraint("sensor", "session_id"),
+        Index(None, "first_event_at"),
+        Index(None, "src_ip"),
+    )
+
+
+class Command(Base):
+    """A command event: ``input`` for what was typed, ``failed``/``success`` verdicts."""
+
+    __tablename__ = "commands"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    event_hash: Mapped[str] = mapped_column(
+        String(64), ForeignKey("raw_events.event_hash", ondelete="CASCADE"), unique=True
+    )
+    sensor: Mapped[str] = mapped_column(Text)
+    session_id: Mapped[str] = mapped_column(Text)
+    event_time: Mapped[datetime | None]
+    kind: Mapped[str] = mapped_column(String(16))
+    command: Mapped[str] = mapped_column(Text)
+
+    __table_args__ = (Index(None, "sensor", "session_id"),)
+
+
+class File(Base):
+    """A download or upload event with the file's sha256 (None when the transfer failed)."""
+
+    __tablename__ = "files"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    event_hash: Mapped[str] = mapped_column(
+        String(64), ForeignKey("raw_events.event_hash", ondelete="CASCADE"), unique=True
+    )
+    sensor: Mapped[str] = mapped_column(Text)
+    session_id: Mapped[str] = mapped_column(Text)
+    direction: Mapped[str] = mapped_column(String(8))
+    transfer_ok: Mapped[bool] = mapped_column(Boolean)
+    shasum: Mapped[str | None] = mapped_column(String(64))
+    url: Mapped[str | None] = mapped_column(Text)
+    filename: Mapped[str | None] = mapped_column(Text)
+    first_seen: Mapped[datetime | None]
+    vt_analysis: Mapped[dict[str, Any] | None]
+
+    __table_args__ = (Index(None, "sensor", "session_id"), Index(None, "shasum"))
+
+
+class LoginAttempt(Base):
+    """A login event. ``password_sha256`` hashes the exact original password (UTF-8,
+    surrogates passed through) so identical passwords group however they are stored."""
+
+    __tablename__ = "login_attempts"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    event_hash: Mapped[str] = mapped_column(
+        String(64), ForeignKey("raw_events.event_hash", ondelete="CASCADE"), unique=True
+    )
+    sensor: Mapped[str] = mapped_column(Text)
+    session_id: Mapped[str] = mapped_column(Text)
+    event_time: Mapped[datetime | None]
+    src_ip: Mapped[str | None] = mapped_column(Text)
+    username: Mapped[str | None] = mapped_column(Text)
+    password: Mapped[str | None] = mapped_column(Text)
+    password_sha256: Mapped[str | None] = mapped_column(String(64))
+    success: Mapped[bool] = mapped_column(Boolean)
+
+    __table_args__ = (Index(None, "sensor", "session_id"), Index(None, "password_sha256"))
+
+
+class DeadLetterEvent(Base):
+    """Input that could not be loaded, with where it came from and why.
+
+    ``resolved_at`` is set when a later run loads it after all (a live file's cut-off
+    last line that has since been completed).
+    """
+
+    __tablename__ = "dead_letter_events"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    source_file: Mapped[str] = mapped_column(Text)
+    source_line: Mapped[int] = mapped_column(BigInteger)
+    reason: Mapped[str] = mapped_column(String(64))
+    detail: Mapped[str | None] = mapped_column(Text)
+    raw: Mapped[str] = mapped_column(Text)
+    raw_sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    resolved_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        UniqueConstraint("source_file", "source_line", "raw_sha256"),
+        Index(None, "reason"),
+    )

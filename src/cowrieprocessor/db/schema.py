@@ -1,0 +1,107 @@
+"""Schema versions: upgrade, downgrade, and the check every command runs first.
+
+Alembic is driven programmatically on an existing engine, so no ``alembic.ini`` is
+needed at run time and the revisions ship inside the package.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, inspect
+
+_MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+class SchemaVersionError(RuntimeError):
+    """The database schema is not the one this code was written for."""
+
+
+@dataclass(frozen=True)
+class SchemaState:
+    """Where a database stands: its revision, the code's head, and whether it is empty."""
+
+    current: str | None
+    head: str
+    empty: bool
+
+    @property
+    def up_to_date(self) -> bool:
+        return self.current == self.head
+
+
+def _config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(_MIGRATIONS))
+    return config
+
+
+def head_revision() -> str:
+    """The newest revision this code knows."""
+    head = ScriptDirectory.from_config(_config()).get_current_head()
+    assert head is not None
+    return head
+
+
+def known_revisions() -> set[str]:
+    """Every revision this code knows."""
+    return {rev.revision for rev in ScriptDirectory.from_config(_config()).walk_revisions()}
+
+
+def state(engine: Engine) -> SchemaState:
+    """Read the database's revision without changing anything."""
+    with engine.connect() as conn:
+        current = MigrationContext.configure(conn).get_current_revision()
+        tables = set(inspect(conn).get_table_names()) - {"alembic_version"}
+    return SchemaState(current=current, head=head_revision(), empty=not tables)
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Upgrade the schema to ``revision`` (default: the newest)."""
+    _run(engine, "upgrade", revision)
+
+
+def downgrade(engine: Engine, revision: str = "-1") -> None:
+    """Downgrade the schema to ``revision`` (``-1``: one step; ``base``: remove all)."""
+    _run(engine, "downgrade", revision)
+
+
+def _run(engine: Engine, action: str, revision: str) -> None:
+    config = _config()
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        getattr(command, action)(config, revision)
+
+
+def ensure_current(engine: Engine, *, create_if_empty: bool = True) -> SchemaState:
+    """Refuse to work on a database whose schema is older or newer than the code.
+
+    An empty database (a first run) is brought to the newest revision when
+    ``create_if_empty`` is set. Raises :class:`SchemaVersionError` with the command to
+    run otherwise.
+    """
+    found = state(engine)
+    if found.up_to_date:
+        return found
+    if found.current is None and found.empty and create_if_empty:
+        upgrade(engine)
+        return state(engine)
+    if found.current is None:
+        raise SchemaVersionError(
+            "the database has tables but no cowrieprocessor schema version; "
+            "point --db at a cowrieprocessor database or an empty one"
+        )
+    if found.current not in known_revisions():
+        raise SchemaVersionError(
+            f"the database schema ({found.current}) is newer than this cowrieprocessor "
+            f"(head {found.head}); upgrade cowrieprocessor"
+        )
+    raise SchemaVersionError(
+        f"the database schema ({found.current}) is older than this cowrieprocessor "
+        f"(head {found.head}); run `cowrie-db upgrade --db URL` first"
+    )
