@@ -31,7 +31,9 @@ def test_encode_known_values(original: str, stored: str) -> None:
 
 
 # Every code point, surrogates and NUL included, with the rule's own marks mixed in.
-_ANY_CHAR = st.characters(exclude_categories=()) | st.sampled_from(["\x00", "\ud800", ESCAPE, "0", "s"])
+_ANY_CHAR = st.characters(exclude_categories=()) | st.sampled_from(
+    ["\x00", "\ud800", ESCAPE, "0", "s"]
+)
 
 
 @given(st.text(alphabet=_ANY_CHAR))
