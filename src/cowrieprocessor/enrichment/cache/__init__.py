@@ -1,0 +1,46 @@
+"""The enrichment cache: one interface, several backends.
+
+Use :class:`Cache` in type hints; pick a backend when wiring things up:
+:class:`MemoryCache` (per-process LRU) and :class:`EnrichmentCacheManager` (the disk
+layout operators have today). Database and hybrid backends implement the same interface.
+"""
+
+from cowrieprocessor.enrichment.cache.base import (
+    AGE_BUCKETS,
+    Cache,
+    CacheEntry,
+    CacheStats,
+    ServiceCacheStats,
+    decode_record,
+    encode_record,
+    entry_from_record,
+    entry_to_record,
+)
+from cowrieprocessor.enrichment.cache.disk import EnrichmentCacheManager
+from cowrieprocessor.enrichment.cache.memory import MemoryCache
+from cowrieprocessor.enrichment.cache.ttl import (
+    DEFAULT_TTLS,
+    Clock,
+    ManualClock,
+    TTLPolicy,
+    system_clock,
+)
+
+__all__ = [
+    "AGE_BUCKETS",
+    "DEFAULT_TTLS",
+    "Cache",
+    "CacheEntry",
+    "CacheStats",
+    "Clock",
+    "EnrichmentCacheManager",
+    "ManualClock",
+    "MemoryCache",
+    "ServiceCacheStats",
+    "TTLPolicy",
+    "decode_record",
+    "encode_record",
+    "entry_from_record",
+    "entry_to_record",
+    "system_clock",
+]
