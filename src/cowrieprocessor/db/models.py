@@ -87,6 +87,7 @@ class RawEvent(Base):
     eventid: Mapped[str | None] = mapped_column(Text)
     event_time: Mapped[datetime | None]
     src_ip: Mapped[str | None] = mapped_column(Text)
+    src_ip_valid: Mapped[bool | None] = mapped_column(Boolean)
     source_file: Mapped[str] = mapped_column(Text)
     source_line: Mapped[int] = mapped_column(BigInteger)
     ingested_at: Mapped[datetime]

@@ -82,6 +82,7 @@ def upgrade() -> None:
             "event_time", cowrieprocessor.db.types.UTCDateTime(timezone=True), nullable=True
         ),
         sa.Column("src_ip", sa.Text(), nullable=True),
+        sa.Column("src_ip_valid", sa.Boolean(), nullable=True),
         sa.Column("source_file", sa.Text(), nullable=False),
         sa.Column("source_line", sa.BigInteger(), nullable=False),
         sa.Column(

@@ -1,0 +1,78 @@
+"""What every command shares: options, the JSON summary, errors and exit codes.
+
+Exit codes: 0 success (warnings allowed), 1 the work failed or, where a command says
+so, the result is unhealthy, 2 bad usage or the command could not start (for example
+the database schema does not match the code).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import orjson
+import typer
+from rich.console import Console
+from rich.text import Text
+
+from cowrieprocessor.config import Settings, load_settings
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+DbOption = Annotated[
+    str | None,
+    typer.Option(
+        "--db",
+        help="Database URL (sqlite:///path or postgresql://...). "
+        "Default: COWRIEPROC_DB_URL, the config file, or a SQLite file in the data dir.",
+        show_default=False,
+    ),
+]
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Print one machine-readable summary object on stdout.")
+]
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        help="TOML config file (default: COWRIEPROC_CONFIG, ./sensors.toml, or the user "
+        "config dir).",
+        show_default=False,
+    ),
+]
+VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Log details.")]
+
+#: Human output goes to stderr so that stdout carries only the --json object.
+console = Console(stderr=True, highlight=False)
+
+
+def settings_or_exit(config: Path | None, **overrides: Any) -> Settings:
+    try:
+        return load_settings(config, **overrides)
+    except (FileNotFoundError, ValueError) as error:
+        fail(f"configuration: {error}", EXIT_USAGE)
+
+
+def setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def emit_json(summary: dict[str, Any]) -> None:
+    sys.stdout.write(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode() + "\n")
+    sys.stdout.flush()
+
+
+def fail(message: str, code: int = EXIT_FAILED, *, as_json: bool = False) -> NoReturn:
+    """Report an error the same way everywhere and exit with ``code``."""
+    if as_json:
+        emit_json({"ok": False, "error": message})
+    console.print(Text.assemble(("error: ", "bold red"), message))
+    raise typer.Exit(code)

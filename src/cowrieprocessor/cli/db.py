@@ -1,0 +1,124 @@
+"""`cowrie-db`: create, upgrade, downgrade and check the database schema."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from cowrieprocessor.cli.common import (
+    EXIT_FAILED,
+    ConfigOption,
+    DbOption,
+    JsonOption,
+    console,
+    emit_json,
+    fail,
+    settings_or_exit,
+)
+from cowrieprocessor.db import schema
+from cowrieprocessor.db.engine import create_engine, redact_url
+
+app = typer.Typer(
+    help="Manage the cowrieprocessor database schema.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+def _engine(db: str | None, config: Path | None) -> tuple[str, Engine]:
+    settings = settings_or_exit(config, db_url=db)
+    return settings.db_url, create_engine(settings.db_url)
+
+
+@app.command()
+def upgrade(
+    db: DbOption = None,
+    revision: Annotated[str, typer.Option(help="Target revision.")] = "head",
+    json: JsonOption = False,
+    config: ConfigOption = None,
+) -> None:
+    """Upgrade the schema (default: to the newest revision); creates a new database."""
+    url, engine = _engine(db, config)
+    try:
+        before = schema.state(engine).current
+        schema.upgrade(engine, revision)
+        after = schema.state(engine).current
+    except SQLAlchemyError as error:
+        fail(f"upgrade of {redact_url(url)} failed: {error}", as_json=json)
+    if json:
+        emit_json({"ok": True, "db": redact_url(url), "from": before, "to": after})
+    else:
+        console.print(f"schema of {redact_url(url)}: {before or 'empty'} -> {after}")
+
+
+@app.command()
+def downgrade(
+    db: DbOption = None,
+    revision: Annotated[
+        str, typer.Option(help="Target revision: -1 for one step, base to remove all.")
+    ] = "-1",
+    json: JsonOption = False,
+    config: ConfigOption = None,
+) -> None:
+    """Roll the schema back (default: one migration)."""
+    url, engine = _engine(db, config)
+    try:
+        before = schema.state(engine).current
+        schema.downgrade(engine, revision)
+        after = schema.state(engine).current
+    except SQLAlchemyError as error:
+        fail(f"downgrade of {redact_url(url)} failed: {error}", as_json=json)
+    if json:
+        emit_json({"ok": True, "db": redact_url(url), "from": before, "to": after})
+    else:
+        console.print(f"schema of {redact_url(url)}: {before} -> {after or 'base (empty)'}")
+
+
+@app.command()
+def current(db: DbOption = None, json: JsonOption = False, config: ConfigOption = None) -> None:
+    """Print the database's schema revision and the code's newest one."""
+    url, engine = _engine(db, config)
+    found = schema.state(engine)
+    if json:
+        emit_json(
+            {
+                "db": redact_url(url),
+                "current": found.current,
+                "head": found.head,
+                "up_to_date": found.up_to_date,
+            }
+        )
+    else:
+        console.print(f"current: {found.current or 'none'}  head: {found.head}")
+
+
+@app.command()
+def check(db: DbOption = None, json: JsonOption = False, config: ConfigOption = None) -> None:
+    """Exit 0 when the schema is at the newest revision, 1 otherwise."""
+    url, engine = _engine(db, config)
+    found = schema.state(engine)
+    if json:
+        emit_json(
+            {
+                "db": redact_url(url),
+                "current": found.current,
+                "head": found.head,
+                "up_to_date": found.up_to_date,
+            }
+        )
+    if not found.up_to_date:
+        console.print(
+            f"schema is {found.current or 'empty'}, code expects {found.head}: "
+            "run `cowrie-db upgrade`"
+        )
+        raise typer.Exit(EXIT_FAILED)
+    if not json:
+        console.print(f"schema is up to date ({found.head})")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,141 @@
+"""`cowrie-loader`: load Cowrie JSON logs into the database."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from cowrieprocessor.cli.common import (
+    EXIT_FAILED,
+    EXIT_USAGE,
+    ConfigOption,
+    DbOption,
+    JsonOption,
+    VerboseOption,
+    console,
+    emit_json,
+    fail,
+    settings_or_exit,
+    setup_logging,
+)
+from cowrieprocessor.db import schema
+from cowrieprocessor.db.engine import create_engine, redact_url
+from cowrieprocessor.ingest.loader import IngestSummary, Loader
+from cowrieprocessor.safetext import printable
+
+app = typer.Typer(
+    help="Load Cowrie JSON logs (plain, .gz, .bz2) into the cowrieprocessor database.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+@app.callback()
+def _root() -> None:
+    """Load Cowrie JSON logs into the cowrieprocessor database."""
+
+
+@app.command()
+def ingest(
+    paths: Annotated[
+        list[str], typer.Argument(help="Files, directories (recursive) or glob patterns.")
+    ],
+    db: DbOption = None,
+    sensor: Annotated[
+        str | None,
+        typer.Option(help="Sensor name for events without a `sensor` field.", show_default=False),
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Events per transaction.", show_default=False)
+    ] = None,
+    json: JsonOption = False,
+    config: ConfigOption = None,
+    verbose: VerboseOption = False,
+) -> None:
+    """Load logs. Safe to rerun: what is already loaded is recognised and skipped."""
+    setup_logging(verbose)
+    settings = settings_or_exit(config, db_url=db, sensor=sensor, batch_size=batch_size)
+    engine = create_engine(settings.db_url, pool_size=1, max_overflow=1)
+    try:
+        schema.ensure_current(engine)
+    except schema.SchemaVersionError as error:
+        fail(str(error), EXIT_USAGE, as_json=json)
+    except Exception as error:  # connection refused, bad URL, permissions
+        fail(f"cannot open {redact_url(settings.db_url)}: {error}", EXIT_USAGE, as_json=json)
+
+    show_progress = sys.stderr.isatty() and not json
+    with _progress(show_progress) as bar:
+        task = bar.add_task("loading", total=None) if show_progress else None
+
+        def on_progress(done: int, size: int, path: str) -> None:
+            if task is not None:
+                bar.update(task, completed=done, total=size, description=printable(path[-40:]))
+
+        loader = Loader(
+            engine,
+            default_sensor=settings.sensor,
+            batch_size=settings.batch_size,
+            progress=on_progress,
+        )
+        summary = loader.ingest(paths)
+
+    result = summary.as_dict() | {"db": redact_url(settings.db_url)}
+    if json:
+        emit_json(result)
+    else:
+        _print_summary(summary)
+    if not summary.files:
+        fail("no input files found", EXIT_FAILED)
+    if summary.nothing_readable:
+        fail("nothing could be read from the inputs", EXIT_FAILED)
+
+
+def _progress(enabled: bool) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not enabled,
+        transient=True,
+    )
+
+
+def _print_summary(summary: IngestSummary) -> None:
+    data = summary.as_dict()
+    table = Table(title="cowrie-loader", show_header=False, title_justify="left")
+    for label, key in (
+        ("files", "files"),
+        ("files unchanged since last run", "files_unchanged"),
+        ("events read", "events_read"),
+        ("events loaded", "events_loaded"),
+        ("duplicates skipped", "duplicates_skipped"),
+        ("dead letters", "dead_letters"),
+        ("sessions touched", "sessions"),
+        ("events per second", "events_per_second"),
+    ):
+        table.add_row(label, f"{data[key]:,}")
+    console.print(table)
+    for warning in summary.warnings:
+        console.print(f"warning: {printable(warning, stored=False)}", markup=False)
+    if data["dead_letters"]:
+        console.print(
+            f"warning: {data['dead_letters']} line(s) could not be loaded; "
+            "see the dead_letter_events table",
+            markup=False,
+        )
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,289 @@
+"""The ingest job: files in, rows out, one checkpointed batch at a time.
+
+For each input file the job decides where to start from its stored checkpoint:
+
+* unknown path: from the beginning;
+* same head bytes and the same size, already complete: nothing to do;
+* same head bytes and larger: read on from the checkpoint (a live file that grew);
+* different head bytes, or smaller: the file was replaced or truncated; read it again
+  from the beginning (events already stored are recognised by content and skipped).
+
+A final line without a newline that is not yet valid JSON (a live file caught while Cowrie
+writes it) becomes a dead letter and the checkpoint stays before it, so the next run reads
+it again; once it loads, its dead letter is marked resolved.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Engine, select
+
+from cowrieprocessor.db.models import DeadLetterEvent, IngestedFile
+from cowrieprocessor.db.textrule import encode_text
+from cowrieprocessor.ingest.events import EventError, parse_line
+from cowrieprocessor.ingest.reader import Line, ReadProblem, SourceFile, discover, read_lines
+from cowrieprocessor.ingest.writer import (
+    BatchWriter,
+    Checkpoint,
+    DeadLetter,
+    LoadedEvent,
+    reset_checkpoint,
+)
+
+log = logging.getLogger(__name__)
+
+#: Progress callback: (bytes done in the current file, that file's size, file path).
+Progress = Callable[[int, int, str], None]
+
+
+@dataclass
+class FileSummary:
+    path: str
+    action: str  # "new", "resumed", "reread", "unchanged"
+    lines: int = 0
+    events_read: int = 0
+    events_loaded: int = 0
+    duplicates: int = 0
+    dead_letters: int = 0
+    blank_lines: int = 0
+
+
+@dataclass
+class IngestSummary:
+    files: list[FileSummary] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    sessions_touched: int = 0
+    elapsed_seconds: float = 0.0
+
+    def total(self, name: str) -> int:
+        return sum(int(getattr(item, name)) for item in self.files)
+
+    @property
+    def events_per_second(self) -> float:
+        if self.elapsed_seconds <= 0:
+            return 0.0
+        return self.total("events_read") / self.elapsed_seconds
+
+    @property
+    def nothing_readable(self) -> bool:
+        """True when inputs were given but not a single event could be read."""
+        return self.total("events_read") == 0 and (
+            self.total("dead_letters") > 0 or bool(self.warnings)
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "files": len(self.files),
+            "files_unchanged": sum(1 for f in self.files if f.action == "unchanged"),
+            "lines": self.total("lines"),
+            "events_read": self.total("events_read"),
+            "events_loaded": self.total("events_loaded"),
+            "duplicates_skipped": self.total("duplicates"),
+            "dead_letters": self.total("dead_letters"),
+            "blank_lines": self.total("blank_lines"),
+            "sessions": self.sessions_touched,
+            "elapsed_seconds": round(self.elapsed_seconds, 3),
+            "events_per_second": round(self.events_per_second, 1),
+            "warnings": self.warnings,
+            "per_file": [vars(item) for item in self.files],
+        }
+
+
+class Loader:
+    """Loads Cowrie logs into one database. See the module docstring for resumption."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        default_sensor: str,
+        batch_size: int = 5000,
+        progress: Progress | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch size must be at least 1, got {batch_size}")
+        self.engine = engine
+        self.default_sensor = default_sensor
+        self.batch_size = batch_size
+        self.progress = progress
+        self.writer = BatchWriter(engine)
+        self._sessions: set[tuple[str, str]] = set()
+
+    def ingest(self, inputs: Sequence[str]) -> IngestSummary:
+        started = time.perf_counter()
+        summary = IngestSummary()
+        files, messages = discover(inputs)
+        summary.warnings.extend(messages)
+        for source in files:
+            summary.files.append(self._ingest_file(source, summary))
+        summary.sessions_touched = len(self._sessions)
+        summary.elapsed_seconds = time.perf_counter() - started
+        return summary
+
+    # One file -----------------------------------------------------------------------------
+
+    def _ingest_file(self, source: SourceFile, summary: IngestSummary) -> FileSummary:
+        path = str(source.path)
+        stored = self._stored(path)
+        start_offset, start_line, action = 0, 0, "new"
+        if stored is not None:
+            same_head = stored.head_sha256 == source.head_sha256
+            if same_head and source.size == stored.size_bytes and stored.complete:
+                return FileSummary(path=path, action="unchanged")
+            if same_head and source.size >= stored.size_bytes:
+                start_offset, start_line = stored.checkpoint_offset, stored.checkpoint_line
+                action = "resumed"
+            else:
+                log.warning("%s was truncated or replaced; reading it again", path)
+                summary.warnings.append(f"{path}: truncated or replaced, read again")
+                reset_checkpoint(self.engine, path)
+                action = "reread"
+        result = FileSummary(path=path, action=action)
+        run = _FileRun(self, source, result, start_offset, start_line)
+        run.read(summary)
+        return result
+
+    def _stored(self, path: str) -> IngestedFile | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(IngestedFile).where(IngestedFile.path == encode_text(path))
+            ).first()
+        return None if row is None else row[0]
+
+
+class _FileRun:
+    """The state of reading one file: the open batch and the last safe checkpoint."""
+
+    def __init__(
+        self,
+        loader: Loader,
+        source: SourceFile,
+        result: FileSummary,
+        start_offset: int,
+        start_line: int,
+    ) -> None:
+        self.loader = loader
+        self.source = source
+        self.result = result
+        self.path = str(source.path)
+        self.offset = start_offset
+        self.line_no = start_line
+        self.events: list[LoadedEvent] = []
+        self.letters: list[DeadLetter] = []
+        self.resolved: list[tuple[str, int]] = []
+        self.batch_read = 0
+        self.pending_lines = _pending_truncated_lines(loader.engine, self.path)
+
+    def read(self, summary: IngestSummary) -> None:
+        complete = True
+        for item in read_lines(self.source, self.offset, self.line_no):
+            if isinstance(item, ReadProblem):
+                self._problem(item, summary)
+                if item.reason != "line_too_long":
+                    complete = False
+                continue
+            self.result.lines += 1
+            if not item.terminated and not self._final_line(item):
+                complete = False
+                continue
+            self._line(item)
+            if len(self.events) + len(self.letters) >= self.loader.batch_size:
+                self._flush(complete=False)
+                if self.loader.progress is not None:
+                    self.loader.progress(self.offset, self.source.size, self.path)
+        self._flush(complete=complete)
+
+    def _line(self, line: Line) -> None:
+        try:
+            event = parse_line(line.data)
+        except EventError as error:
+            if error.reason == "empty_line":
+                self.result.blank_lines += 1
+            else:
+                self._dead(line.number, error.reason, _detail(self.path, line, error), line)
+        else:
+            sensor = event.sensor or self.loader.default_sensor
+            self.events.append(LoadedEvent(event, sensor, self.path, line.number))
+            self.batch_read += 1
+            if line.number in self.pending_lines:
+                self.resolved.append((self.path, line.number))
+        self.offset, self.line_no = line.end, line.number
+
+    def _final_line(self, line: Line) -> bool:
+        """A last line without a newline: load it if it parses, else keep it for later."""
+        try:
+            parse_line(line.data)
+        except EventError as error:
+            if error.reason == "empty_line":
+                return False
+            detail = (
+                f"{self.path}:{line.number}: last line has no newline and is not valid "
+                f"JSON ({error.detail}); it will be read again when the file grows"
+            )
+            self._dead(line.number, "truncated_line", detail, line)
+            return False
+        return True
+
+    def _dead(self, number: int, reason: str, detail: str, line: Line | None) -> None:
+        raw = "" if line is None else line.data.decode("utf-8", errors="surrogateescape")
+        self.letters.append(DeadLetter(self.path, number, reason, detail, raw))
+        log.warning("%s", detail)
+
+    def _problem(self, problem: ReadProblem, summary: IngestSummary) -> None:
+        self.letters.append(
+            DeadLetter(self.path, problem.number, problem.reason, problem.detail, "")
+        )
+        summary.warnings.append(problem.detail)
+        log.warning("%s", problem.detail)
+
+    def _flush(self, *, complete: bool) -> None:
+        checkpoint = Checkpoint(
+            path=self.path,
+            compression=self.source.compression,
+            size_bytes=self.source.size,
+            head_sha256=self.source.head_sha256,
+            offset=self.offset,
+            line=self.line_no,
+            complete=complete,
+        )
+        outcome = self.loader.writer.write(
+            self.events,
+            self.letters,
+            checkpoint,
+            resolved=self.resolved,
+            events_read=self.batch_read,
+        )
+        self.result.events_read += self.batch_read
+        self.result.events_loaded += outcome.inserted
+        self.result.duplicates += outcome.duplicates
+        self.result.dead_letters += len(self.letters)
+        self.loader._sessions.update(outcome.sessions)
+        self.events, self.letters, self.resolved = [], [], []
+        self.batch_read = 0
+
+
+def _pending_truncated_lines(engine: Engine, path: str) -> set[int]:
+    """Lines of ``path`` left as cut-off last lines by earlier runs and not loaded since."""
+    with engine.connect() as conn:
+        return set(
+            conn.scalars(
+                select(DeadLetterEvent.source_line).where(
+                    DeadLetterEvent.source_file == encode_text(path),
+                    DeadLetterEvent.reason == "truncated_line",
+                    DeadLetterEvent.resolved_at.is_(None),
+                )
+            )
+        )
+
+
+def _detail(path: str, line: Line, error: EventError) -> str:
+    hint = ""
+    stripped = line.data.strip()
+    if stripped in (b"{", b"}", b"},", b"[", b"]") or stripped.startswith(b'"'):
+        hint = " (looks like part of pretty-printed, multi-line JSON)"
+    return f"{path}:{line.number}: {error.reason}: {error.detail}{hint}"

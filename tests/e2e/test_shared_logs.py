@@ -1,0 +1,227 @@
+"""Load every shared real Cowrie log and check the numbers SOURCES.md gives for each file,
+on SQLite and on PostgreSQL, and that both databases end up with identical rows."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import Engine, func, select
+
+from cowrieprocessor.db import schema
+from cowrieprocessor.db.engine import create_engine
+from cowrieprocessor.db.models import (
+    Command,
+    DeadLetterEvent,
+    File,
+    IngestedFile,
+    LoginAttempt,
+    RawEvent,
+    SessionSummary,
+)
+from cowrieprocessor.ingest.loader import IngestSummary, Loader
+from tests.conftest import SHARED_LOGS, create_pg_database, drop_pg_database
+from tests.helpers import count, table_rows
+
+# (file, events, sessions, distinct src_ip) from SOURCES.md "Summary".
+EXPECTED = {
+    "kareiva-cowrie-logs/cowrie.json.2018-05-24": (1937, 502, 58),
+    "kareiva-cowrie-logs/cowrie.json.2018-06-13": (3989, 978, 52),
+    "kareiva-cowrie-logs/cowrie.json.2018-06-15": (3650, 466, 78),
+    "kareiva-cowrie-logs/cowrie.json.2018-06-16": (5915, 607, 74),
+    "hrbrmstr-rstudioconf2017/cowrie_2017-01-03T062830.json.gz": (2702, 880, 48),
+    "scriptzteam-realtime-ssh-honeypot-v1.5/cowrie.json.2017_11_4": (3833, 260, 66),
+    "scriptzteam-realtime-ssh-honeypot-v1.5/cowrie.json": (6073, 191, 92),
+    "pol-alvarezzz-cloud-cowrie-honeypot/cowrie.json.2026-03-19": (656, 121, 23),
+    "pol-alvarezzz-cloud-cowrie-honeypot/cowrie.json.2026-03-20": (1435, 264, 19),
+    "shaun-schwartz-rails-cowrie-log-parser/cowrie.json.500_lines": (501, 39, 17),
+}
+TOTAL_EVENTS = sum(v[0] for v in EXPECTED.values())  # 30,192
+# One session (975def2ff4af) spans 2018-06-15 and 2018-06-16 and becomes one row.
+TOTAL_SESSIONS = sum(v[1] for v in EXPECTED.values()) - 1
+
+# SOURCES.md "Event mix per file", without the "cowrie." prefix.
+EVENT_MIX = {
+    "kareiva-cowrie-logs/cowrie.json.2018-05-24": {
+        "session.connect": 502, "session.closed": 502, "client.version": 357,
+        "login.failed": 227, "direct-tcpip.request": 113, "direct-tcpip.data": 113,
+        "login.success": 35, "log.open": 26, "command.input": 26, "log.closed": 23,
+        "command.failed": 9, "session.file_download": 3, "session.file_download.failed": 1,
+    },
+    "kareiva-cowrie-logs/cowrie.json.2018-06-13": {
+        "session.connect": 978, "session.closed": 978, "client.version": 959,
+        "login.failed": 806, "direct-tcpip.request": 107, "direct-tcpip.data": 107,
+        "login.success": 33, "log.open": 7, "command.input": 7, "log.closed": 7,
+    },
+    "kareiva-cowrie-logs/cowrie.json.2018-06-15": {
+        "direct-tcpip.request": 1033, "direct-tcpip.data": 702, "session.connect": 466,
+        "session.closed": 465, "client.version": 435, "login.failed": 302,
+        "login.success": 229, "log.open": 6, "log.closed": 6, "command.input": 5,
+        "client.size": 1,
+    },
+    "kareiva-cowrie-logs/cowrie.json.2018-06-16": {
+        "direct-tcpip.request": 2411, "direct-tcpip.data": 1097, "session.closed": 607,
+        "session.connect": 606, "client.version": 589, "login.success": 334,
+        "login.failed": 245, "log.open": 8, "command.input": 8, "log.closed": 8,
+        "command.failed": 2,
+    },
+    "hrbrmstr-rstudioconf2017/cowrie_2017-01-03T062830.json.gz": {
+        "session.connect": 880, "session.closed": 880, "client.version": 316,
+        "login.success": 235, "login.failed": 112, "log.open": 66, "log.closed": 65,
+        "command.input": 64, "command.success": 49, "command.failed": 34,
+        "direct-tcpip.request": 1,
+    },
+    "scriptzteam-realtime-ssh-honeypot-v1.5/cowrie.json.2017_11_4": {
+        "direct-tcpip.request": 1752, "direct-tcpip.data": 733, "login.failed": 275,
+        "session.connect": 260, "client.version": 254, "session.closed": 252,
+        "command.success": 120, "command.input": 99, "login.success": 59,
+        "command.failed": 15, "log.open": 6, "client.size": 3, "session.file_download": 3,
+        "log.closed": 2,
+    },
+    "scriptzteam-realtime-ssh-honeypot-v1.5/cowrie.json": {
+        "direct-tcpip.request": 3545, "direct-tcpip.data": 1544, "session.connect": 171,
+        "session.closed": 170, "client.version": 166, "command.success": 155,
+        "command.input": 141, "login.success": 82, "login.failed": 61, "command.failed": 24,
+        "client.size": 5, "log.open": 5, "session.file_download": 3, "log.closed": 1,
+    },
+    "pol-alvarezzz-cloud-cowrie-honeypot/cowrie.json.2026-03-19": {
+        "session.connect": 121, "session.closed": 121, "client.version": 109,
+        "client.kex": 101, "login.failed": 62, "command.input": 50, "login.success": 31,
+        "session.params": 29, "log.closed": 29, "session.file_upload": 2,
+        "client.fingerprint": 1,
+    },
+    "pol-alvarezzz-cloud-cowrie-honeypot/cowrie.json.2026-03-20": {
+        "session.connect": 264, "session.closed": 264, "client.version": 254,
+        "client.kex": 247, "login.failed": 192, "session.params": 54, "command.input": 54,
+        "log.closed": 54, "login.success": 47, "command.failed": 1,
+        "client.fingerprint": 1, "direct-tcpip.request": 1, "direct-tcpip.ja4": 1,
+        "direct-tcpip.data": 1,
+    },
+    "shaun-schwartz-rails-cowrie-log-parser/cowrie.json.500_lines": {
+        "login.failed": 150, "login.success": 128, "log.open": 128, "session.closed": 38,
+        "session.connect": 37, "client.version": 11, "log.closed": 9,
+    },
+}  # fmt: skip
+
+
+def _load_all(url: str) -> tuple[Engine, IngestSummary]:
+    engine = create_engine(url)
+    schema.upgrade(engine)
+    summary = Loader(engine, default_sensor="unknown", batch_size=2000).ingest([str(SHARED_LOGS)])
+    return engine, summary
+
+
+@pytest.fixture(scope="module")
+def loaded_sqlite(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[Engine, IngestSummary]]:
+    path = tmp_path_factory.mktemp("shared") / "shared.sqlite"
+    engine, summary = _load_all(f"sqlite:///{path}")
+    yield engine, summary
+    engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def loaded_pg() -> Iterator[tuple[Engine, IngestSummary]]:
+    url = create_pg_database()
+    engine, summary = _load_all(url)
+    yield engine, summary
+    engine.dispose()
+    drop_pg_database(url)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def loaded(request: pytest.FixtureRequest) -> tuple[Engine, IngestSummary]:
+    name = "loaded_sqlite" if request.param == "sqlite" else "loaded_pg"
+    return request.getfixturevalue(name)  # type: ignore[no-any-return]
+
+
+def _source(name: str) -> str:
+    return str((SHARED_LOGS / name).resolve())
+
+
+def test_summary_counts(loaded: tuple[Engine, IngestSummary]) -> None:
+    _, summary = loaded
+    data = summary.as_dict()
+    assert data["files"] == 10
+    assert data["events_read"] == TOTAL_EVENTS == 30192
+    assert data["events_loaded"] == TOTAL_EVENTS
+    assert data["duplicates_skipped"] == 0
+    assert data["dead_letters"] == 1  # the cut-off last line of the live scriptzteam file
+    assert data["sessions"] == TOTAL_SESSIONS == 4307
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_per_file_counts(loaded: tuple[Engine, IngestSummary], name: str) -> None:
+    engine, _ = loaded
+    events, sessions, ips = EXPECTED[name]
+    source = _source(name)
+    with engine.connect() as conn:
+        by_file = RawEvent.source_file == source
+        assert conn.scalar(select(func.count()).where(by_file)) == events
+        distinct_sessions = select(RawEvent.sensor, RawEvent.session_id).where(by_file).distinct()
+        assert conn.scalar(select(func.count()).select_from(distinct_sessions.subquery())) == (
+            sessions
+        )
+        assert conn.scalar(select(func.count(func.distinct(RawEvent.src_ip))).where(by_file)) == (
+            ips
+        )
+        mix = Counter(
+            {
+                eventid.removeprefix("cowrie."): n
+                for eventid, n in conn.execute(
+                    select(RawEvent.eventid, func.count())
+                    .where(by_file)
+                    .group_by(RawEvent.eventid)
+                )
+            }
+        )
+    assert mix == Counter(EVENT_MIX[name])
+
+
+def test_tables_hold_the_expected_rows(loaded: tuple[Engine, IngestSummary]) -> None:
+    engine, _ = loaded
+    assert count(engine, RawEvent) == 30192
+    assert count(engine, SessionSummary) == 4307
+    assert count(engine, IngestedFile) == 10
+    # login.success + login.failed over all files
+    assert count(engine, LoginAttempt) == 3645
+    assert count(engine, LoginAttempt, LoginAttempt.success.is_(True)) == 1213
+    # command.input + command.failed + command.success
+    assert count(engine, Command, Command.kind == "input") == 454
+    assert count(engine, Command, Command.kind == "failed") == 85
+    assert count(engine, Command, Command.kind == "success") == 324
+    # 3 + 3 + 3 downloads, 1 failed download, 2 uploads
+    assert count(engine, File, File.direction == "download") == 10
+    assert count(engine, File, File.direction == "download", File.transfer_ok.is_(False)) == 1
+    assert count(engine, File, File.direction == "upload") == 2
+    letters = _all(engine, DeadLetterEvent)
+    assert [(d.reason, d.source_line) for d in letters] == [("truncated_line", 6074)]
+    assert letters[0].source_file.endswith("scriptzteam-realtime-ssh-honeypot-v1.5/cowrie.json")
+    assert letters[0].raw.endswith('"src_p')
+
+
+def test_session_spanning_two_files_is_one_row(loaded: tuple[Engine, IngestSummary]) -> None:
+    engine, _ = loaded
+    rows = _all(engine, SessionSummary, SessionSummary.session_id == "975def2ff4af")
+    assert len(rows) == 1
+    row = rows[0]
+    assert (row.sensor, row.has_connect, row.has_close) == ("920497a79896", True, True)
+    assert row.duration_seconds == pytest.approx(300.29, abs=0.01)
+    assert row.first_event_at is not None and row.first_event_at.date().isoformat() == "2018-06-15"
+    assert row.last_event_at is not None and row.last_event_at.date().isoformat() == "2018-06-16"
+
+
+def test_sqlite_and_postgresql_hold_identical_rows(
+    loaded_sqlite: tuple[Engine, IngestSummary], loaded_pg: tuple[Engine, IngestSummary]
+) -> None:
+    lite, pg = loaded_sqlite[0], loaded_pg[0]
+    skip = ("ingested_at", "updated_at", "created_at", "first_ingested_at", "last_ingested_at")
+    for model in (RawEvent, SessionSummary, Command, File, LoginAttempt, DeadLetterEvent):
+        assert table_rows(lite, model, skip) == table_rows(pg, model, skip), model.__tablename__
+
+
+def _all(engine: Engine, model: type, *where: object) -> list:  # type: ignore[type-arg]
+    with engine.connect() as conn:
+        return list(conn.execute(select(model).where(*where)).scalars())  # type: ignore[arg-type]
