@@ -1,0 +1,100 @@
+"""Fixtures for the cache tests, and the registry of backends the shared suite runs on.
+
+Every test that takes ``make_cache`` (or ``cache``) runs once per entry of
+:data:`BACKENDS`. To put a new backend through the suite, write a factory and add it
+there; a factory may pull other fixtures (``sqlite_url``, ``pg_url``, ``tmp_path``) with
+``request.getfixturevalue``. Backends that need PostgreSQL go in :data:`POSTGRES_BACKENDS`
+so they carry the ``postgres`` mark. The database backends would register like this::
+
+    def _sqlite(request, clock, policy):
+        return EnrichmentDatabaseCache(request.getfixturevalue("engine_sqlite"), ...)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from cowrieprocessor.enrichment.cache import (
+    Cache,
+    EnrichmentCacheManager,
+    ManualClock,
+    MemoryCache,
+    TTLPolicy,
+)
+
+#: The instant every cache test starts at.
+T0 = datetime(2026, 12, 3, 12, 0, 0, tzinfo=UTC)
+
+BackendFactory = Callable[[pytest.FixtureRequest, ManualClock, TTLPolicy], Cache]
+
+
+def _memory(request: pytest.FixtureRequest, clock: ManualClock, policy: TTLPolicy) -> Cache:
+    return MemoryCache(clock=clock, policy=policy)
+
+
+def _disk(request: pytest.FixtureRequest, clock: ManualClock, policy: TTLPolicy) -> Cache:
+    tmp_path: Path = request.getfixturevalue("tmp_path")
+    return EnrichmentCacheManager(tmp_path / "cache", clock=clock, policy=policy)
+
+
+BACKENDS: dict[str, BackendFactory] = {"memory": _memory, "disk": _disk}
+POSTGRES_BACKENDS: frozenset[str] = frozenset()
+
+#: Backends whose ``stats().bytes`` is the length of each entry's encoded record. Others
+#: (a database measures its own storage) must only report a positive size.
+RECORD_SIZED_BACKENDS = frozenset({"memory", "disk"})
+
+
+def _backend_params() -> list[object]:
+    return [
+        pytest.param(name, id=name, marks=[pytest.mark.postgres])
+        if name in POSTGRES_BACKENDS
+        else pytest.param(name, id=name)
+        for name in BACKENDS
+    ]
+
+
+@pytest.fixture
+def t0() -> datetime:
+    """The instant every cache test starts at (the clock's initial time)."""
+    return T0
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(T0)
+
+
+@pytest.fixture(params=_backend_params())
+def backend_name(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    return name
+
+
+@pytest.fixture
+def reports_record_bytes(backend_name: str) -> bool:
+    """Whether the current backend's ``stats().bytes`` is exact record lengths."""
+    return backend_name in RECORD_SIZED_BACKENDS
+
+
+@pytest.fixture
+def make_cache(
+    request: pytest.FixtureRequest, backend_name: str, clock: ManualClock
+) -> Callable[..., Cache]:
+    """Build a cache of the current backend on ``clock``; closed after the test."""
+
+    def make(policy: TTLPolicy | None = None) -> Cache:
+        cache = BACKENDS[backend_name](request, clock, policy or TTLPolicy())
+        request.addfinalizer(cache.close)
+        return cache
+
+    return make
+
+
+@pytest.fixture
+def cache(make_cache: Callable[..., Cache]) -> Cache:
+    return make_cache()
