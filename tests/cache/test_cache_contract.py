@@ -431,3 +431,47 @@ def test_five_megabyte_payload_with_lone_surrogates_roundtrips(cache: Cache) -> 
 
     assert got is not None
     assert got.outcome.data == data
+
+
+# -- invalidate ----------------------------------------------------------------------------
+
+
+def _fill_for_invalidate(cache: Cache, t0: datetime) -> None:
+    far = t0 + 100 * DAY
+    for n, age in enumerate((1, 5, 10, 40)):
+        stored = t0 - age * DAY
+        cache.store_cached(success("spur", f"s{n}"), stored_at=stored, expires_at=far)
+        cache.store_cached(not_found("spur", f"n{n}"), stored_at=stored, expires_at=far)
+    cache.store_cached(success("dshield", "s0"))
+
+
+@pytest.mark.parametrize(
+    ("filters", "removed", "left"),
+    [
+        ({}, 8, []),
+        ({"key": "s1"}, 1, ["n0", "n1", "n2", "n3", "s0", "s2", "s3"]),
+        ({"key": "nope"}, 0, ["n0", "n1", "n2", "n3", "s0", "s1", "s2", "s3"]),
+        ({"status": "not_found"}, 4, ["s0", "s1", "s2", "s3"]),
+        ({"status": Status.ERROR}, 0, ["n0", "n1", "n2", "n3", "s0", "s1", "s2", "s3"]),
+        ({"stored_before_days": 5}, 4, ["n0", "n1", "s0", "s1"]),
+        ({"stored_before_days": 5, "status": "success"}, 2, ["n0", "n1", "n2", "n3", "s0", "s1"]),
+        (
+            {"stored_before_days": 5, "key": "s1"},
+            0,
+            ["n0", "n1", "n2", "n3", "s0", "s1", "s2", "s3"],
+        ),
+    ],
+)
+def test_invalidate_removes_exactly_the_matching(
+    cache: Cache, t0: datetime, filters: dict[str, Any], removed: int, left: list[str]
+) -> None:
+    _fill_for_invalidate(cache, t0)
+    if "stored_before_days" in filters:
+        filters["stored_before"] = t0 - filters.pop("stored_before_days") * DAY
+
+    assert cache.invalidate("spur", **filters) == removed
+
+    keys = ["n0", "n1", "n2", "n3", "s0", "s1", "s2", "s3"]
+    assert sorted(cache.get_many("spur", keys)) == left
+    assert cache.get_cached("dshield", "s0") is not None
+    assert cache.stats().total.entries == len(left) + 1

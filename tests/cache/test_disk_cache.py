@@ -384,3 +384,28 @@ def test_concurrent_writers_in_several_processes(
         own = reader.get_cached("dshield", f"10.9.{w}.1")
         assert own is not None
         assert own.outcome.data == _payload(w, max(n for n in range(WRITES) if n % 3 == 0))
+
+
+def test_scan_reports_entries_problems_and_temp_files(
+    disk: EnrichmentCacheManager, cache_dir: Path
+) -> None:
+    good = disk.store_cached(success("hibp", "ABCDE"))
+    bad = disk.path_for("hibp", "FFFFF")
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes(b"{")
+    temp = disk.path_for("hibp", "ABCDE").with_name("ABCDE.json.9.beef.tmp")
+    temp.write_bytes(b"x")
+    disk.store_cached(success("spur", "3.3.3.3"))
+
+    items = {item.path.name: item for item in disk.scan("hibp")}
+
+    assert sorted(items) == ["ABCDE.json", "ABCDE.json.9.beef.tmp", "FFFFF.json"]
+    assert items["ABCDE.json"].entry == good
+    assert items["ABCDE.json"].problem is None
+    assert items["ABCDE.json"].size == disk.path_for("hibp", "ABCDE").stat().st_size
+    assert items["FFFFF.json"].entry is None
+    assert items["FFFFF.json"].problem is not None
+    assert "JSONDecodeError" in items["FFFFF.json"].problem
+    assert items["ABCDE.json.9.beef.tmp"].is_temp
+    assert (items["ABCDE.json.9.beef.tmp"].entry, items["ABCDE.json.9.beef.tmp"].size) == (None, 1)
+    assert sorted(item.service for item in disk.scan()) == ["hibp", "hibp", "hibp", "spur"]

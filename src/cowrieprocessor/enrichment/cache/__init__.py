@@ -16,7 +16,7 @@ from cowrieprocessor.enrichment.cache.base import (
     entry_from_record,
     entry_to_record,
 )
-from cowrieprocessor.enrichment.cache.disk import EnrichmentCacheManager
+from cowrieprocessor.enrichment.cache.disk import DiskItem, EnrichmentCacheManager
 from cowrieprocessor.enrichment.cache.memory import MemoryCache
 from cowrieprocessor.enrichment.cache.ttl import (
     DEFAULT_TTLS,
@@ -33,6 +33,7 @@ __all__ = [
     "CacheEntry",
     "CacheStats",
     "Clock",
+    "DiskItem",
     "EnrichmentCacheManager",
     "ManualClock",
     "MemoryCache",

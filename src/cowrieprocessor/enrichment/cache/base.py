@@ -49,7 +49,7 @@ from cowrieprocessor.enrichment.cache.ttl import (
     require_aware,
     system_clock,
 )
-from cowrieprocessor.enrichment.outcome import Outcome
+from cowrieprocessor.enrichment.outcome import Outcome, Status
 
 RECORD_FORMAT = 1
 DEFAULT_CLEANUP_BATCH = 1000
@@ -383,6 +383,28 @@ class Cache(ABC):
         """Counts per service: entries, bytes, expired, by status and age bucket."""
         return self._stats(self.now())
 
+    def invalidate(
+        self,
+        service: str,
+        *,
+        key: str | None = None,
+        stored_before: datetime | None = None,
+        status: Status | str | None = None,
+    ) -> int:
+        """Remove the entries of ``service`` that match every filter given; return how many.
+
+        With no filter, every entry of the service goes, fresh or expired. ``status`` may
+        name any outcome status; since only definitive outcomes are cached, ``error``
+        and ``skipped`` match nothing.
+        """
+        check_service(service)
+        if key is not None:
+            _check_key(key)
+        before = (
+            require_aware(stored_before, "stored_before") if stored_before is not None else None
+        )
+        return self._invalidate(service, key, before, Status(status) if status else None)
+
     def close(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
         """Release resources (connections, pools). The default has none."""
 
@@ -419,6 +441,22 @@ class Cache(ABC):
     @abstractmethod
     def _stats(self, now: datetime) -> CacheStats: ...
 
+    @abstractmethod
+    def _invalidate(
+        self,
+        service: str,
+        key: str | None,
+        stored_before: datetime | None,
+        status: Status | None,
+    ) -> int: ...
+
+
+def matches(entry: CacheEntry, stored_before: datetime | None, status: Status | None) -> bool:
+    """Whether ``entry`` passes the :meth:`Cache.invalidate` filters other than the key."""
+    if stored_before is not None and entry.stored_at >= stored_before:
+        return False
+    return status is None or entry.outcome.status == status
+
 
 def _check_key(key: str) -> None:
     if not isinstance(key, str):
@@ -439,5 +477,6 @@ __all__ = [
     "entry_from_record",
     "entry_to_record",
     "format_time",
+    "matches",
     "parse_time",
 ]

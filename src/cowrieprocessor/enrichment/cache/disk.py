@@ -35,7 +35,7 @@ import logging
 import os
 import re
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -49,8 +49,10 @@ from cowrieprocessor.enrichment.cache.base import (
     encode_record,
     entry_from_record,
     entry_to_record,
+    matches,
 )
 from cowrieprocessor.enrichment.cache.ttl import Clock, TTLPolicy, system_clock
+from cowrieprocessor.enrichment.outcome import Status
 
 logger = logging.getLogger(__name__)
 
@@ -193,40 +195,71 @@ class EnrichmentCacheManager(Cache):
 
     # -- walking ---------------------------------------------------------------------------
 
-    def _walk(self) -> Iterator[tuple[str, os.DirEntry[str]]]:
-        """Every file in a shard directory, with its service; streamed, in no order."""
-        for service_dir in _scan(self.cache_dir):
-            try:
-                if not service_dir.is_dir(follow_symlinks=False):
-                    continue
-                check_service(service_dir.name)
-            except (OSError, ValueError):
+    def scan(self, service: str | None = None) -> Iterator[DiskItem]:
+        """Every entry and temporary file in the layout, read and checked; streamed.
+
+        Only ``{service}/{shard}/`` files ending in ``.json`` or ``.tmp`` are visited, of
+        service directories with valid names; anything else is not the layout and is
+        skipped. Unreadable entries come with ``problem`` set and are not logged here.
+        Files that vanish during the walk (a concurrent cleanup) are skipped.
+        """
+        services = [service] if service is not None else None
+        for service_name, item in self._walk(services):
+            is_temp = item.name.endswith(TEMP_SUFFIX)
+            if not is_temp and not item.name.endswith(ENTRY_SUFFIX):
                 continue
-            for shard in _scan(Path(service_dir.path)):
+            try:
+                info = item.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            path = Path(item.path)
+            read = _FileRead(None, None) if is_temp else self._read(path, service_name, None)
+            if not is_temp and read.entry is None and read.problem is None:
+                continue
+            yield DiskItem(
+                path=path,
+                service=service_name,
+                is_temp=is_temp,
+                size=info.st_size,
+                mtime=info.st_mtime,
+                inode=info.st_ino,
+                entry=read.entry,
+                problem=read.problem,
+            )
+
+    def _walk(self, services: list[str] | None) -> Iterator[tuple[str, os.DirEntry[str]]]:
+        if services is None:
+            services = []
+            for service_dir in _scan(self.cache_dir):
+                try:
+                    if service_dir.is_dir(follow_symlinks=False):
+                        services.append(check_service(service_dir.name))
+                except (OSError, ValueError):
+                    continue
+        for service in services:
+            for shard in _scan(self.cache_dir / service):
                 if shard.is_dir(follow_symlinks=False):
                     for item in _scan(Path(shard.path)):
-                        yield service_dir.name, item
+                        yield service, item
 
     def _cleanup(self, now: datetime, batch_size: int) -> int:
         removed = temps = corrupt = 0
-        for service, item in self._walk():
-            if item.name.endswith(TEMP_SUFFIX):
-                temps += self._remove_stale_temp(item, now)
-            elif item.name.endswith(ENTRY_SUFFIX):
-                path = Path(item.path)
-                read = self._read(path, service, None)
-                if read.problem is not None:
-                    corrupt += 1
-                elif (
-                    read.entry is not None
-                    and read.entry.is_expired(now)
-                    and self._unlink_if_unchanged(item)
-                ):
-                    # Files go one by one (there is no lock to bound), so the batch size
-                    # only paces the progress lines.
-                    removed += 1
-                    if removed % batch_size == 0:
-                        logger.info("disk cache cleanup: %d expired entries removed", removed)
+        for item in self.scan():
+            if item.is_temp:
+                if now.timestamp() - item.mtime >= STALE_TEMP_AGE.total_seconds():
+                    temps += _unlink_if_unchanged(item)
+            elif item.problem is not None:
+                corrupt += 1
+            elif (
+                item.entry is not None
+                and item.entry.is_expired(now)
+                and _unlink_if_unchanged(item)
+            ):
+                # Files go one by one (there is no lock to bound), so the batch size only
+                # paces the progress lines.
+                removed += 1
+                if removed % batch_size == 0:
+                    logger.info("disk cache cleanup: %d expired entries removed", removed)
         logger.info(
             "disk cache cleanup: removed %d expired entries and %d stale temporary files; "
             "left %d unreadable files in place",
@@ -236,46 +269,68 @@ class EnrichmentCacheManager(Cache):
         )
         return removed
 
-    @staticmethod
-    def _unlink_if_unchanged(item: os.DirEntry[str]) -> bool:
-        # The walk saw this inode; a concurrent store replaces the file with a new inode,
-        # and that fresh entry must not be deleted.
-        try:
-            seen = item.inode()
-            if os.stat(item.path, follow_symlinks=False).st_ino != seen:
-                return False
-            os.unlink(item.path)
-        except FileNotFoundError:
-            return False
-        return True
-
-    @staticmethod
-    def _remove_stale_temp(item: os.DirEntry[str], now: datetime) -> int:
-        try:
-            modified = item.stat(follow_symlinks=False).st_mtime
-            if now.timestamp() - modified < STALE_TEMP_AGE.total_seconds():
-                return 0
-            os.unlink(item.path)
-        except FileNotFoundError:
-            return 0
-        return 1
+    def _invalidate(
+        self,
+        service: str,
+        key: str | None,
+        stored_before: datetime | None,
+        status: Status | None,
+    ) -> int:
+        if key is not None:
+            path = self.path_for(service, key)
+            read = self._read(path, service, key)
+            items: Iterable[tuple[CacheEntry | None, Path]] = [(read.entry, path)]
+        else:
+            items = ((item.entry, item.path) for item in self.scan(service) if not item.is_temp)
+        removed = 0
+        for entry, path in items:
+            if entry is not None and matches(entry, stored_before, status):
+                path.unlink(missing_ok=True)
+                removed += 1
+        logger.info("disk cache: invalidated %d %s entries", removed, service)
+        return removed
 
     def _stats(self, now: datetime) -> CacheStats:
         stats = CacheStats(computed_at=now)
-        for service, item in self._walk():
-            if not item.name.endswith(ENTRY_SUFFIX):
+        for item in self.scan():
+            if item.is_temp:
                 continue
-            try:
-                size = item.stat(follow_symlinks=False).st_size
-            except FileNotFoundError:
-                continue
-            read = self._read(Path(item.path), service, None)
-            if read.problem is not None:
-                logger.debug("disk cache stats: unreadable %s (%s)", item.path, read.problem)
-                stats.for_service(service).corrupt += 1
-            elif read.entry is not None:
-                stats.for_service(service).add(read.entry, size, now)
+            if item.entry is None:
+                logger.debug("disk cache stats: unreadable %s (%s)", item.path, item.problem)
+                stats.for_service(item.service).corrupt += 1
+            else:
+                stats.for_service(item.service).add(item.entry, item.size, now)
         return stats
+
+
+@dataclass(frozen=True)
+class DiskItem:
+    """One file of the layout as :meth:`EnrichmentCacheManager.scan` found it.
+
+    For an entry file, exactly one of ``entry`` and ``problem`` is set. For a temporary
+    file (``is_temp``) both are None.
+    """
+
+    path: Path
+    service: str
+    is_temp: bool
+    size: int
+    mtime: float
+    inode: int
+    entry: CacheEntry | None
+    problem: str | None
+
+
+def _unlink_if_unchanged(item: DiskItem) -> bool:
+    # The scan saw this inode; a concurrent store replaces the file with a new inode, and
+    # that fresh entry must not be deleted.
+    try:
+        if os.stat(item.path, follow_symlinks=False).st_ino != item.inode:
+            return False
+        os.unlink(item.path)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def _scan(directory: Path) -> Iterator[os.DirEntry[str]]:

@@ -19,8 +19,10 @@ from cowrieprocessor.enrichment.cache.base import (
     CacheStats,
     encode_record,
     entry_to_record,
+    matches,
 )
 from cowrieprocessor.enrichment.cache.ttl import Clock, TTLPolicy, system_clock
+from cowrieprocessor.enrichment.outcome import Status
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +104,26 @@ class MemoryCache(Cache):
         if removed:
             logger.info("memory cache: removed %d expired entries", removed)
         return removed
+
+    def _invalidate(
+        self,
+        service: str,
+        key: str | None,
+        stored_before: datetime | None,
+        status: Status | None,
+    ) -> int:
+        with self._lock:
+            doomed = [
+                name
+                for name, entry in self._entries.items()
+                if name[0] == service
+                and (key is None or name[1] == key)
+                and matches(entry, stored_before, status)
+            ]
+            for name in doomed:
+                del self._entries[name]
+        logger.info("memory cache: invalidated %d %s entries", len(doomed), service)
+        return len(doomed)
 
     def _stats(self, now: datetime) -> CacheStats:
         stats = CacheStats(computed_at=now)
