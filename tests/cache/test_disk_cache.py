@@ -409,3 +409,43 @@ def test_scan_reports_entries_problems_and_temp_files(
     assert items["ABCDE.json.9.beef.tmp"].is_temp
     assert (items["ABCDE.json.9.beef.tmp"].entry, items["ABCDE.json.9.beef.tmp"].size) == (None, 1)
     assert sorted(item.service for item in disk.scan()) == ["hibp", "hibp", "hibp", "spur"]
+
+
+def test_failed_store_raises_and_leaves_no_temp_file(
+    disk: EnrichmentCacheManager, cache_dir: Path
+) -> None:
+    blocked = disk.path_for("dshield", "2.2.2.2")
+    (blocked / "inside").mkdir(parents=True)  # a directory where the entry file belongs
+
+    with pytest.raises(OSError, match=r"Is a directory|Directory not empty"):
+        disk.store_cached(success("dshield", "2.2.2.2"))
+
+    assert [p.name for p in blocked.parent.iterdir()] == ["2.2.2.2.json"]
+    assert disk.get_cached("dshield", "2.2.2.2") is None
+
+
+def test_package_exports() -> None:
+    import cowrieprocessor.enrichment.cache as package
+
+    assert sorted(package.__all__) == sorted(
+        [
+            "AGE_BUCKETS",
+            "DEFAULT_TTLS",
+            "Cache",
+            "CacheEntry",
+            "CacheStats",
+            "Clock",
+            "DiskItem",
+            "EnrichmentCacheManager",
+            "ManualClock",
+            "MemoryCache",
+            "ServiceCacheStats",
+            "TTLPolicy",
+            "decode_record",
+            "encode_record",
+            "entry_from_record",
+            "entry_to_record",
+            "system_clock",
+        ]
+    )
+    assert all(hasattr(package, name) for name in package.__all__)

@@ -287,10 +287,16 @@ def decode_record(raw: bytes) -> Any:
 class Cache(ABC):
     """A store of definitive outcomes by service and key, with expiry.
 
-    Subclasses implement the ``_get``, ``_store``, ``_cleanup`` and ``_stats`` steps and
-    may override ``_get_many`` for a faster batch. The public methods validate arguments,
-    read the clock once per call and apply the shared rules, so every backend behaves the
-    same. Backends say in their docstring how they behave under concurrency.
+    Subclasses implement the ``_get``, ``_store``, ``_cleanup``, ``_stats`` and
+    ``_invalidate`` steps and may override ``_get_many`` to answer a batch in one round
+    trip. The public methods validate arguments, read the clock once per call and apply
+    the shared rules, so every backend behaves the same. Backends say in their docstring
+    how they behave under concurrency.
+
+    Failure: a stored entry that cannot be read back (damaged, wrong shape) is logged as
+    a warning and answered as a miss; an unavailable store (I/O error, database down)
+    raises from the call, and the caller (the hybrid cache, the enrichment service)
+    decides whether to degrade.
 
     Args:
         policy: the TTLs; defaults to :class:`TTLPolicy` with the standard values.

@@ -6,7 +6,7 @@ stored and expiry times, latency and the outcome envelope, enough to move it int
 database exactly. The file's modification time is set to ``stored_at`` so ``find -mtime``
 agrees with the stored time.
 
-Keys that are not plain keep out of the path. A key is *plain* when it has 1 to 200
+Keys never become path parts unless they are plain. A key is *plain* when it has 1 to 200
 characters from ``A-Z a-z 0-9 . _ : -`` and does not start with ``.`` (so neither the key
 nor its two-character shard can be ``.`` or ``..``). IPv4 and IPv6 addresses, hex hashes
 and HIBP prefixes are plain. Any other key (with ``/``, ``\\``, NUL, other control
