@@ -294,9 +294,9 @@ class Cache(ABC):
     how they behave under concurrency.
 
     Failure: a stored entry that cannot be read back (damaged, wrong shape) is logged as
-    a warning and answered as a miss; an unavailable store (I/O error, database down)
-    raises from the call, and the caller (the hybrid cache, the enrichment service)
-    decides whether to degrade.
+    a warning and answered as a miss; a store that cannot be written or reached (disk
+    full, database down) raises from the call, and the caller (the hybrid cache, the
+    enrichment service) decides whether to degrade.
 
     Args:
         policy: the TTLs; defaults to :class:`TTLPolicy` with the standard values.
