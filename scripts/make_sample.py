@@ -1,10 +1,10 @@
-"""Writes samples/cowrie-sample.json: a small Cowrie log of our own making.
+"""Writes the two small Cowrie logs of our own making in samples/.
 
 Every address is from the documentation ranges (RFC 5737 / RFC 3849), every hash and URL
 is invented, and the sessions are written by hand to show what the loader handles: SSH and
 Telnet, failed and successful logins, commands, a download with a URL, a failed download,
 an upload, a session that ends in the next file, and attacker text with escapes.
-Run it again to rebuild the file byte for byte: `python samples/make_sample.py`.
+Run it again to rebuild the files byte for byte: `python scripts/make_sample.py`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import gzip
 import json
 from pathlib import Path
 
-HERE = Path(__file__).parent
+HERE = Path(__file__).resolve().parents[1] / "samples"
 SENSOR = "sample-sensor-01"
 
 

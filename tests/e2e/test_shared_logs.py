@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session
 
 from cowrieprocessor.db import schema
 from cowrieprocessor.db.engine import create_engine
@@ -37,7 +38,7 @@ EXPECTED = {
     "pol-alvarezzz-cloud-cowrie-honeypot/cowrie.json.2026-03-20": (1435, 264, 19),
     "shaun-schwartz-rails-cowrie-log-parser/cowrie.json.500_lines": (501, 39, 17),
 }
-TOTAL_EVENTS = sum(v[0] for v in EXPECTED.values())  # 30,192
+TOTAL_EVENTS = sum(v[0] for v in EXPECTED.values())  # 30,691
 # One session (975def2ff4af) spans 2018-06-15 and 2018-06-16 and becomes one row.
 TOTAL_SESSIONS = sum(v[1] for v in EXPECTED.values()) - 1
 
@@ -145,7 +146,7 @@ def test_summary_counts(loaded: tuple[Engine, IngestSummary]) -> None:
     _, summary = loaded
     data = summary.as_dict()
     assert data["files"] == 10
-    assert data["events_read"] == TOTAL_EVENTS == 30192
+    assert data["events_read"] == TOTAL_EVENTS == 30691
     assert data["events_loaded"] == TOTAL_EVENTS
     assert data["duplicates_skipped"] == 0
     assert data["dead_letters"] == 1  # the cut-off last line of the live scriptzteam file
@@ -182,7 +183,7 @@ def test_per_file_counts(loaded: tuple[Engine, IngestSummary], name: str) -> Non
 
 def test_tables_hold_the_expected_rows(loaded: tuple[Engine, IngestSummary]) -> None:
     engine, _ = loaded
-    assert count(engine, RawEvent) == 30192
+    assert count(engine, RawEvent) == 30691
     assert count(engine, SessionSummary) == 4307
     assert count(engine, IngestedFile) == 10
     # login.success + login.failed over all files
@@ -199,7 +200,9 @@ def test_tables_hold_the_expected_rows(loaded: tuple[Engine, IngestSummary]) -> 
     letters = _all(engine, DeadLetterEvent)
     assert [(d.reason, d.source_line) for d in letters] == [("truncated_line", 6074)]
     assert letters[0].source_file.endswith("scriptzteam-realtime-ssh-honeypot-v1.5/cowrie.json")
-    assert letters[0].raw.endswith('"src_p')
+    # SOURCES.md says the cut falls in "src_p"; the file itself ends in '"isError": 0, '.
+    assert letters[0].raw.startswith('{"eventid": "cowrie.direct-tcpip.request"')
+    assert letters[0].raw.endswith('"isError": 0, ')
 
 
 def test_session_spanning_two_files_is_one_row(loaded: tuple[Engine, IngestSummary]) -> None:
@@ -223,5 +226,5 @@ def test_sqlite_and_postgresql_hold_identical_rows(
 
 
 def _all(engine: Engine, model: type, *where: object) -> list:  # type: ignore[type-arg]
-    with engine.connect() as conn:
-        return list(conn.execute(select(model).where(*where)).scalars())  # type: ignore[arg-type]
+    with Session(engine) as orm:
+        return list(orm.scalars(select(model).where(*where)))  # type: ignore[arg-type]

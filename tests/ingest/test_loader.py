@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
 
 from cowrieprocessor.db import schema
 from cowrieprocessor.db.models import (
@@ -46,7 +47,7 @@ def dead_letters(engine: Engine) -> list[tuple[int, str]]:
 
 
 def session(engine: Engine, session_id: str) -> SessionSummary:
-    with engine.connect() as conn:
+    with Session(engine) as conn:
         return conn.execute(
             select(SessionSummary).where(SessionSummary.session_id == session_id)
         ).scalar_one()
@@ -129,8 +130,8 @@ def test_live_file_cut_off_last_line_is_loaded_once_complete(
         fh.write(full_last[30:] + "\n")
     summary = load(engine, path)
     assert (summary["events_read"], summary["events_loaded"], summary["dead_letters"]) == (1, 1, 0)
-    with engine.connect() as conn:
-        letter = conn.execute(select(DeadLetterEvent)).scalar_one()
+    with Session(engine) as orm:
+        letter = orm.execute(select(DeadLetterEvent)).scalar_one()
     assert letter.resolved_at is not None
     assert session(engine, "s1").has_close is True
 
@@ -248,7 +249,7 @@ def test_attacker_text_is_stored_faithfully(engine: Engine, tmp_path: Path, text
     path = write(tmp_path / "evil.json", "".join(json.dumps(e) + "\n" for e in events))
     summary = load(engine, path)
     assert summary["events_loaded"] == 4
-    with engine.connect() as conn:
+    with Session(engine) as conn:
         login = conn.execute(select(LoginAttempt)).scalar_one()
         command = conn.execute(select(Command)).scalar_one()
         payloads = [decode_json(p) for p in conn.scalars(select(RawEvent.payload))]

@@ -4,8 +4,9 @@ For each input file the job decides where to start from its stored checkpoint:
 
 * unknown path: from the beginning;
 * same head bytes and the same size, already complete: nothing to do;
-* same head bytes and larger: read on from the checkpoint (a live file that grew);
-* different head bytes, or smaller: the file was replaced or truncated; read it again
+* the old bytes unchanged at its start and larger: read on from the checkpoint (a live
+  file that grew);
+* otherwise the file was replaced or truncated; read it again
   from the beginning (events already stored are recognised by content and skipped).
 
 A final line without a newline that is not yet valid JSON (a live file caught while Cowrie
@@ -22,11 +23,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
 
 from cowrieprocessor.db.models import DeadLetterEvent, IngestedFile
 from cowrieprocessor.db.textrule import encode_text
 from cowrieprocessor.ingest.events import EventError, parse_line
-from cowrieprocessor.ingest.reader import Line, ReadProblem, SourceFile, discover, read_lines
+from cowrieprocessor.ingest.reader import (
+    Line,
+    ReadProblem,
+    SourceFile,
+    discover,
+    grew_from,
+    read_lines,
+)
 from cowrieprocessor.ingest.writer import (
     BatchWriter,
     Checkpoint,
@@ -132,10 +141,10 @@ class Loader:
         stored = self._stored(path)
         start_offset, start_line, action = 0, 0, "new"
         if stored is not None:
-            same_head = stored.head_sha256 == source.head_sha256
-            if same_head and source.size == stored.size_bytes and stored.complete:
+            same = source.size == stored.size_bytes and source.head_sha256 == stored.head_sha256
+            if same and stored.complete:
                 return FileSummary(path=path, action="unchanged")
-            if same_head and source.size >= stored.size_bytes:
+            if grew_from(source, stored.size_bytes, stored.head_sha256):
                 start_offset, start_line = stored.checkpoint_offset, stored.checkpoint_line
                 action = "resumed"
             else:
@@ -149,11 +158,10 @@ class Loader:
         return result
 
     def _stored(self, path: str) -> IngestedFile | None:
-        with self.engine.connect() as conn:
-            row = conn.execute(
+        with Session(self.engine) as session:
+            return session.scalars(
                 select(IngestedFile).where(IngestedFile.path == encode_text(path))
             ).first()
-        return None if row is None else row[0]
 
 
 class _FileRun:

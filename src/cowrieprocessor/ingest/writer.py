@@ -168,12 +168,14 @@ class BatchWriter:
     ) -> list[LoadedEvent]:
         if not events:
             return []
+        columns = ", ".join(_RAW_COLUMNS)
+        # The staging table copies column types only (no defaults, so it depends on no
+        # sequence) and lives as long as the pooled connection, emptied at each commit.
         conn.exec_driver_sql(
-            "CREATE TEMP TABLE IF NOT EXISTS _stage_raw "
-            "(LIKE raw_events INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+            "CREATE TEMP TABLE IF NOT EXISTS _stage_raw ON COMMIT DELETE ROWS AS "
+            f"SELECT {columns} FROM raw_events WITH NO DATA"
         )
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        columns = ", ".join(_RAW_COLUMNS)
         with cursor.copy(f"COPY _stage_raw ({columns}) FROM STDIN") as copy:
             for item in events:
                 copy.write_row(_raw_row(item, now, json_text=True))
