@@ -64,6 +64,8 @@ _BUCKET_LIMITS = (
 )
 
 _SERVICE_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
+# A run of digits long enough to be an integer orjson cannot hold exactly (2**63 has 19).
+_LONG_NUMBER = re.compile(rb"[0-9]{19}")
 _ORJSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
 
 
@@ -258,7 +260,8 @@ def encode_record(record: dict[str, Any]) -> bytes:
     64 bits); those records are written by the standard library with ``ensure_ascii``, so
     every code point becomes a ``\\uXXXX`` escape and the text survives exactly. Either way
     the result is standard JSON that any reader (``jq``, ``json.loads``) decodes to the
-    original strings, NUL included; no private escaping is involved.
+    original strings, NUL included; no private escaping is involved. Floats must be
+    finite: JSON has no NaN or infinity (orjson would write null).
 
     Raises:
         TypeError: the record holds a value that is not JSON (a datetime, a set, ...).
@@ -271,6 +274,9 @@ def encode_record(record: dict[str, Any]) -> bytes:
 
 def decode_record(raw: bytes) -> Any:
     """Parse JSON written by :func:`encode_record`. Raises ValueError when it is not JSON."""
+    if _LONG_NUMBER.search(raw) is not None:
+        # orjson turns integers beyond 64 bits into floats; the standard library keeps them.
+        return json.loads(raw)
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
