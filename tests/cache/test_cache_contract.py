@@ -475,3 +475,15 @@ def test_invalidate_removes_exactly_the_matching(
     assert sorted(cache.get_many("spur", keys)) == left
     assert cache.get_cached("dshield", "s0") is not None
     assert cache.stats().total.entries == len(left) + 1
+
+
+def test_integers_beyond_64_bits_roundtrip(cache: Cache) -> None:
+    # No awkward text here, so a serialising backend takes its fast path.
+    data = {"big": [2**63 - 1, -(2**63) - 1, 2**64, -(10**30), 10**30], "id": 12345678901234567890}
+
+    cache.store_cached(success("virustotal", "9" * 64, data))
+    got = cache.get_cached("virustotal", "9" * 64)
+
+    assert got is not None
+    assert got.outcome.data == data
+    assert all(type(v) is int for v in got.outcome.data["big"])
