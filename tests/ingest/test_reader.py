@@ -9,15 +9,20 @@ import os
 import tracemalloc
 import zlib
 from collections.abc import Callable
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cowrieprocessor.ingest.reader import (
+    CHUNK_BYTES,
     HEAD_BYTES,
     Line,
     ReadProblem,
     SourceFile,
+    _split_lines,
     describe_file,
     discover,
     grew_from,
@@ -493,6 +498,68 @@ def test_resume_a_live_file_after_it_grew(tmp_path: Path) -> None:
 
     assert first[-1].terminated is False
     assert first[:-1] + rest == expected_lines(CONTENT)
+
+
+def test_resume_past_the_damage_of_a_truncated_gzip_reports_where_decoding_stopped(
+    tmp_path: Path,
+) -> None:
+    raw = gzip.compress(CONTENT)
+    src = describe_file(write(tmp_path / "cut.json.gz", raw[: len(raw) // 2]))
+    problem = items(src)[-1]
+    assert isinstance(problem, ReadProblem)
+
+    again = items(src, start_offset=len(CONTENT) - 10, start_line=39)
+
+    assert again == [ReadProblem(40, problem.offset, "truncated_archive", problem.detail)]
+
+
+def test_crlf_split_across_two_read_chunks(tmp_path: Path) -> None:
+    # The \r is the last byte of the first 1 MiB read and the \n the first of the next.
+    first = b"a" * (CHUNK_BYTES - 1) + b"\r\n"
+    src = describe_file(write(tmp_path / "crlf.json", first + b"b\r\n"))
+
+    assert items(src) == [
+        Line(1, 0, CHUNK_BYTES + 1, b"a" * (CHUNK_BYTES - 1), True),
+        Line(2, CHUNK_BYTES + 1, CHUNK_BYTES + 4, b"b", True),
+    ]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    content=st.lists(st.sampled_from([b"a", b"bb", b"\r", b"\n", b"\r\n", b"{}"])).map(b"".join),
+    cuts=st.lists(st.integers(min_value=0, max_value=64), max_size=8),
+    max_line_bytes=st.integers(min_value=1, max_value=6),
+    start=st.integers(min_value=0, max_value=3),
+)
+def test_splitting_is_independent_of_chunk_boundaries(
+    content: bytes, cuts: list[int], max_line_bytes: int, start: int
+) -> None:
+    bounds = sorted({0, len(content), *(cut for cut in cuts if cut < len(content))})
+    chunks = [content[a:b] for a, b in pairwise(bounds)]
+
+    got = list(_split_lines(iter(chunks), "f", 100, start, max_line_bytes))
+
+    expected: list[tuple[object, ...]] = []
+    for line in expected_lines(content, first_number=start + 1, base=100):
+        if len(line.data) > max_line_bytes:
+            expected.append(("too long", line.number, line.start))
+        else:
+            expected.append(
+                ("line", line.number, line.start, line.end, line.data, line.terminated)
+            )
+    assert [
+        ("line", item.number, item.start, item.end, item.data, item.terminated)
+        if isinstance(item, Line)
+        else ("too long", item.number, item.offset)
+        for item in got
+    ] == expected
+
+
+def test_discover_odd_inputs(tree: Path) -> None:
+    files, messages = discover(["", str(tree / "su*")])
+
+    assert [src.path.name for src in files] == ["a.json"]
+    assert messages == ["'': empty path"]
 
 
 def test_line_length_limit_counts_content_not_line_ends(tmp_path: Path) -> None:

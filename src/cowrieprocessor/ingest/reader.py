@@ -55,13 +55,8 @@ CHUNK_BYTES = 1024 * 1024
 _GZIP_MAGIC = b"\x1f\x8b"
 _BZ2_MAGIC = b"BZh"
 _NAME_HINTS: dict[str, Compression] = {
-    "gz": "gzip",
-    "gzip": "gzip",
-    "tgz": "gzip",
-    "bz2": "bz2",
-    "bz": "bz2",
-    "tbz2": "bz2",
-}
+    "gz": "gzip", "gzip": "gzip", "tgz": "gzip", "bz2": "bz2", "bz": "bz2", "tbz2": "bz2"
+}  # fmt: skip
 # Editor backups and partial copies: a copy in progress must not be loaded as a log.
 _TEMP_SUFFIXES = ("~", ".tmp", ".temp", ".part", ".partial", ".swp", ".swx")
 _GLOB_CHARS = re.compile(r"[*?\[]")
@@ -125,11 +120,9 @@ class ReadProblem:
 # budget; setting the slots directly builds an identical, equally immutable object in half
 # the time. Only this module creates Line objects, always through _new_line.
 _new_object = object.__new__
-_set_number = vars(Line)["number"].__set__
-_set_start = vars(Line)["start"].__set__
-_set_end = vars(Line)["end"].__set__
-_set_data = vars(Line)["data"].__set__
-_set_terminated = vars(Line)["terminated"].__set__
+_set_number, _set_start, _set_end, _set_data, _set_terminated = (
+    vars(Line)[field].__set__ for field in ("number", "start", "end", "data", "terminated")
+)
 
 
 def _new_line(number: int, start: int, end: int, data: bytes, terminated: bool) -> Line:
@@ -140,11 +133,6 @@ def _new_line(number: int, start: int, end: int, data: bytes, terminated: bool) 
     _set_data(line, data)
     _set_terminated(line, terminated)
     return line
-
-
-# ---------------------------------------------------------------------------------------
-# Fingerprints and discovery
-# ---------------------------------------------------------------------------------------
 
 
 def _detect_compression(head: bytes, name: str) -> Compression:
@@ -280,6 +268,9 @@ def discover(inputs: Sequence[str]) -> tuple[list[SourceFile], list[str]]:
     messages: list[str] = []
 
     for raw in inputs:
+        if not raw.strip():
+            messages.append(f"{raw!r}: empty path")
+            continue
         text = os.path.expanduser(raw)
         candidate = Path(text)
         if candidate.is_dir():
@@ -325,16 +316,17 @@ def _expand_directory(
 def _expand_glob(
     pattern: str, raw: str, found: dict[Path, SourceFile], messages: list[str]
 ) -> None:
+    matches = glob.glob(pattern, recursive=True)
+    if not matches:
+        messages.append(f"{raw!r}: pattern matched no files")
     candidates: list[Path] = []
-    for match in glob.glob(pattern, recursive=True):
+    for match in matches:
         path = Path(match)
         if path.is_dir():
             _expand_directory(path, match, found, messages)
         elif not _is_skipped_name(path.name):
             candidates.append(path)
-    added = _add_sniffed(candidates, raw, found, messages)
-    if not added and not candidates:
-        messages.append(f"{raw!r}: pattern matched no files")
+    _add_sniffed(candidates, raw, found, messages)
 
 
 def _add_sniffed(
@@ -382,15 +374,11 @@ def _looks_like_json(src: SourceFile) -> bool:
     return not decoded or decoded[:1] in (b"{", b"[")
 
 
-# ---------------------------------------------------------------------------------------
-# Decompression: a stream of bytes chunks, ended early by a _Stop when something failed
-# ---------------------------------------------------------------------------------------
-
-
 @dataclass(frozen=True, slots=True)
 class _Stop:
     reason: str
     detail: str
+    offset: int | None = None  # decoded offset, when it is not the splitter's position
 
 
 class _TruncatedData(Exception):
@@ -531,11 +519,6 @@ def _salvage_gzip(inflater: zlib._Decompress, data: bytes) -> Iterator[bytes]:
         pos += len(piece)
 
 
-# ---------------------------------------------------------------------------------------
-# Lines
-# ---------------------------------------------------------------------------------------
-
-
 def read_lines(
     src: SourceFile,
     start_offset: int = 0,
@@ -574,7 +557,8 @@ def read_lines(
     try:
         handle = open(src.path, "rb", buffering=0)  # noqa: SIM115 - closed in finally
     except OSError as error:
-        yield _logged(ReadProblem(start_line + 1, start_offset, "unreadable", f"{name}: {error}"))
+        detail = f"{name}: cannot open: {error.strerror or error}"
+        yield _logged(ReadProblem(start_line + 1, start_offset, "unreadable", detail))
         return
     try:
         chunks = _decoded_chunks(handle.read, src.compression, name)
@@ -610,7 +594,7 @@ def _skip_decoded(
     for chunk in chunks:
         if isinstance(chunk, _Stop):
             # The damage lies before the resume point; report where decoding stopped.
-            yield _Stop(chunk.reason, f"{chunk.detail}; at offset {offset - remaining}")
+            yield _Stop(chunk.reason, chunk.detail, offset - remaining)
             return
         if len(chunk) > remaining:
             yield chunk[remaining:]
@@ -652,7 +636,8 @@ def _split_lines(
                 pos += carried_len
                 yield _logged(ReadProblem(number, pos, chunk.reason, chunk.detail))
             else:
-                yield _logged(ReadProblem(number + 1, pos, chunk.reason, chunk.detail))
+                stopped_at = pos if chunk.offset is None else chunk.offset
+                yield _logged(ReadProblem(number + 1, stopped_at, chunk.reason, chunk.detail))
             return
 
         pieces = chunk.split(b"\n")
@@ -749,5 +734,6 @@ def _too_long(
 
 
 def _logged(problem: ReadProblem) -> ReadProblem:
-    logger.warning("%s (line %d, offset %d)", problem.detail, problem.number, problem.offset)
+    # Debug only: the caller receives the problem and reports it to the user.
+    logger.debug("%s (line %d, offset %d)", problem.detail, problem.number, problem.offset)
     return problem
