@@ -185,10 +185,11 @@ def _valid_bytes(key: str) -> bytes:
 
 
 def _record(**changes: Any) -> bytes:
+    """The valid record of 5.6.7.8, changed (``outer__inner=value``; ``...`` deletes)."""
     record = json.loads(_valid_bytes("5.6.7.8"))
-    for dotted, value in changes.items():
+    for field_path, value in changes.items():
         target = record
-        *parents, leaf = dotted.split("__")
+        *parents, leaf = field_path.split("__")
         for part in parents:
             target = target[part]
         if value is ...:
