@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bz2
+import dataclasses
 import gzip
 import hashlib
 import os
@@ -466,6 +467,32 @@ def test_unreadable_file_is_a_problem_not_an_exception(tmp_path: Path) -> None:
     assert str(src.path) in gone[0].detail
 
 
+def test_unsupported_archives_are_reported_not_read_as_text(tmp_path: Path) -> None:
+    xz = describe_file(write(tmp_path / "cowrie.json.xz", b"\xfd7zXZ\x00\x00\x04" + b"\x00" * 40))
+    zst = describe_file(write(tmp_path / "cowrie.json.zst", b"\x28\xb5\x2f\xfd" + b"\x01" * 9))
+
+    assert xz.compression == zst.compression == "none"
+    assert items(xz) == [
+        ReadProblem(
+            1, 0, "unreadable", f"{xz.path}: xz compression is not supported; decompress it"
+        )
+    ]
+    assert items(zst) == [
+        ReadProblem(
+            1, 0, "unreadable", f"{zst.path}: zstd compression is not supported; decompress it"
+        )
+    ]
+
+
+def test_lines_are_frozen_and_compare_by_value(tmp_path: Path) -> None:
+    line = items(describe_file(write(tmp_path / "one.json", b"{}\n")))[0]
+
+    assert line == Line(1, 0, 3, b"{}", True)
+    assert hash(line) == hash(Line(1, 0, 3, b"{}", True))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        line.end = 4  # type: ignore[misc]
+
+
 @pytest.mark.parametrize("encode", [lambda d: d, gzip.compress, bz2.compress])
 def test_resume_from_an_offset_gives_exactly_the_remaining_lines(
     tmp_path: Path, encode: Callable[[bytes], bytes]
@@ -556,10 +583,13 @@ def test_splitting_is_independent_of_chunk_boundaries(
 
 
 def test_discover_odd_inputs(tree: Path) -> None:
-    files, messages = discover(["", str(tree / "su*")])
+    fifo = tree / "sub" / "dir" / "pipe.json"
+    os.mkfifo(fifo)  # a FIFO would block a reader forever
 
-    assert [src.path.name for src in files] == ["a.json"]
-    assert messages == ["'': empty path"]
+    files, messages = discover(["", str(tree / "su*"), str(fifo)])
+
+    assert [src.path.name for src in files] == ["a.json"]  # via the glob's directory
+    assert messages == ["'': empty path", f"{str(fifo)!r}: not a regular file"]
 
 
 def test_line_length_limit_counts_content_not_line_ends(tmp_path: Path) -> None:
