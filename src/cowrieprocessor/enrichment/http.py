@@ -21,8 +21,9 @@ For each lookup it decides, in this order, and stops at the first answer:
 
 Rate limits use pyrate-limiter: one limiter per service, key fingerprint and rate
 setting for the whole process, kept by a :class:`LimiterRegistry`. Its bucket factory
-decides where the counts live: in memory by default, or a bucket shared by processes
-(:func:`sqlite_buckets`, or pyrate-limiter's Postgres bucket through your own factory).
+decides where the counts live: in memory by default; a factory returning pyrate-limiter's
+``SQLiteBucket`` (``use_file_lock=True`` needs the ``filelock`` package) or
+``PostgresBucket`` shares one pace between processes. Only synchronous buckets work.
 
 Time is read and slept through a :class:`Clock`, so tests can replace it.
 """
@@ -36,13 +37,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from types import TracebackType
 from typing import Protocol
 
 import httpx
 from pydantic import SecretStr
-from pyrate_limiter import AbstractBucket, InMemoryBucket, Limiter, Rate, RateItem, SQLiteBucket
+from pyrate_limiter import AbstractBucket, InMemoryBucket, Limiter, Rate, RateItem
 
 from cowrieprocessor.enrichment.outcome import ErrorKind, Outcome, SkipReason, Status
 from cowrieprocessor.enrichment.secrets import fingerprint, scrub
@@ -58,6 +58,7 @@ from cowrieprocessor.enrichment.settings import EnrichmentSettings, ServiceSetti
 logger = logging.getLogger(__name__)
 
 _DAY_MS = 86_400_000
+_WAIT_BUFFER_SECONDS = 0.05
 _RETRYABLE = frozenset({ErrorKind.TIMEOUT, ErrorKind.NETWORK})
 
 
@@ -107,21 +108,6 @@ def memory_buckets(clock: Clock = SYSTEM_CLOCK) -> BucketFactory:
     return lambda name, rates: _ClockedMemoryBucket(rates, clock)
 
 
-def sqlite_buckets(path: Path) -> BucketFactory:
-    """Buckets in one SQLite file, shared by every process that names the same file.
-
-    pyrate-limiter serialises the processes with a file lock and times the buckets by
-    the wall clock, so the registry's clock does not apply to them.
-    """
-
-    def make(name: str, rates: Sequence[Rate]) -> AbstractBucket:
-        return SQLiteBucket.init_from_file(
-            list(rates), table=name, db_path=str(path), create_new_table=True, use_file_lock=True
-        )
-
-    return make
-
-
 class ServiceLimiter:
     """The pace of one service and key: a pyrate-limiter ``Limiter`` over one bucket."""
 
@@ -145,8 +131,8 @@ class ServiceLimiter:
         wait_ms = self._bucket.waiting(probe)
         if not isinstance(wait_ms, int):
             raise TypeError(f"bucket of {self.name} is asynchronous; only sync buckets work here")
-        # The buffer covers the rounding of millisecond timestamps.
-        return max(wait_ms, 1) / 1000 + 0.01, failing
+        # The buffer covers millisecond rounding and the jitter between here and the server.
+        return max(wait_ms, 1) / 1000 + _WAIT_BUFFER_SECONDS, failing
 
     def close(self) -> None:
         self._limiter.close()
@@ -418,12 +404,12 @@ class ServiceClient:
         now = self._clock.now()
 
         if kind == ErrorKind.AUTH:
-            self._stop(SkipReason.AUTH_FAILED, f"{outcome.message}; the key is not used again")
+            self._stop(SkipReason.AUTH_FAILED, f"{self._bare(outcome)}; the key is not used again")
             return None, ""
         if kind == ErrorKind.QUOTA:
             resets = self.service.quota_resets_at(response, now) if response else None
             if resets is None:
-                self._stop(SkipReason.QUOTA_SPENT, f"{outcome.message}; stopped for this run")
+                self._stop(SkipReason.QUOTA_SPENT, f"{self._bare(outcome)}; stopped for this run")
                 return None, "stopped for this run"
             self._pause(resets, SkipReason.QUOTA_SPENT, "a spent quota")
             logger.warning("%s: quota spent; paused until %s", self.service.name, _iso(resets))
@@ -502,6 +488,10 @@ class ServiceClient:
         if message is not None:
             message = self._clean(f"{message}; {note}" if note else message)
         return replace(outcome, message=message, checked_at=self._clock.now())
+
+    def _bare(self, outcome: Outcome) -> str:
+        """The outcome's message without the service name in front."""
+        return (outcome.message or "").removeprefix(f"{self.service.name}: ")
 
     def _clean(self, text: str) -> str:
         return scrub(text, [self.settings.api_key])

@@ -43,9 +43,8 @@ def resolve_secret(value: object, *, setting: str) -> SecretStr | None:
         setting: the setting's name, used in error messages.
 
     Raises:
-        SecretReferenceError: an ``env:`` variable that is unset or empty, or a ``file:``
-            that cannot be read or is empty.
-        TypeError: a value that is neither a string nor a SecretStr.
+        SecretReferenceError: an ``env:`` variable that is unset or empty, a ``file:``
+            that cannot be read or is empty, or a value that is not a string.
     """
     if value is None:
         return None
@@ -54,8 +53,8 @@ def resolve_secret(value: object, *, setting: str) -> SecretStr | None:
     elif isinstance(value, str):
         text = value
     else:
-        # The value itself may be a key typed as a bare number: never show it.
-        raise TypeError(f"{setting} must be a string, not {type(value).__name__}")
+        # The value may be a key typed as a bare number or list: never show it.
+        raise SecretReferenceError(f"{setting} must be a string, not {type(value).__name__}")
 
     text = text.strip()
     if not text:
