@@ -408,22 +408,24 @@ def _read_up_to(read: Callable[[int], bytes], size: int) -> bytes:
 
 
 def _decoded_chunks(
-    read: Callable[[int], bytes], compression: Compression, name: str
+    read: Callable[[int], bytes], compression: Compression, name: str, from_start: bool = True
 ) -> Iterator[bytes | _Stop]:
     """Yield the decompressed content in chunks of at most CHUNK_BYTES, then maybe a _Stop.
 
     Gzip members and bz2 streams are read one after another, as the gzip and bzip2 tools
     do. Zero bytes after a gzip member are padding (tape blocking) and skipped; anything
-    else after a complete member must start another member, or it is corruption.
+    else after a complete member must start another member, or it is corruption. A plain
+    file read ``from_start`` that begins like an archive we cannot open (xz, zstd, zip...)
+    stops at once as unreadable.
     """
     label = "gzip" if compression == "gzip" else "bz2"
     members = 0
     try:
         data = read(CHUNK_BYTES)
         if compression == "none":
-            for magic, label in _UNSUPPORTED_MAGIC:
+            for magic, kind in _UNSUPPORTED_MAGIC if from_start else ():
                 if data.startswith(magic):
-                    yield _Stop("unreadable", f"{name}: {label} is not supported; decompress it")
+                    yield _Stop("unreadable", f"{name}: {kind} is not supported; decompress it")
                     return
             while data:
                 yield data
@@ -574,7 +576,7 @@ def read_lines(
         yield _logged(ReadProblem(start_line + 1, start_offset, "unreadable", detail))
         return
     try:
-        chunks = _decoded_chunks(handle.read, src.compression, name)
+        chunks = _decoded_chunks(handle.read, src.compression, name, start_offset == 0)
         if start_offset:
             if src.compression == "none":
                 chunks = _seek_plain(handle, chunks, start_offset, name)
