@@ -13,14 +13,16 @@ import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from cowrieprocessor.enrichment.http import ServiceClient
-from cowrieprocessor.enrichment.outcome import SkipReason, Status
+from cowrieprocessor.enrichment.http import LimiterRegistry, ServiceClient
+from cowrieprocessor.enrichment.outcome import Outcome, SkipReason, Status
+from cowrieprocessor.enrichment.services import DShieldService, ServiceResponse
 from tests.enrichment.conftest import (
     EMAIL,
     SECRET_KEY,
     FakeClock,
     sample_body,
     sample_reply,
+    settings_for,
 )
 
 MakeClient = Callable[..., ServiceClient]
@@ -542,3 +544,45 @@ def test_spur_spent_balance_stops_the_service(
     assert client.stopped == SkipReason.QUOTA_SPENT
     assert client.balance_remaining == 0
     assert len(httpserver.log) == 1
+
+
+def test_503_with_retry_after_is_honoured(
+    httpserver: HTTPServer, make_client: MakeClient, clock: FakeClock
+) -> None:
+    path = "/range/D033E"
+    httpserver.expect_oneshot_request(path).respond_with_data(
+        "maintenance", status=503, headers={"Retry-After": "7"}
+    )
+    httpserver.expect_request(path).respond_with_response(
+        sample_reply("hibp", "success.meta.json")
+    )
+    client = make_client("hibp", httpserver)
+    assert client.lookup("D033E").status == Status.SUCCESS
+    assert clock.sleeps == [7.0]
+
+
+def test_final_skip_reasons_come_before_disabled(make_client: MakeClient) -> None:
+    client = make_client("dshield", enabled=False)
+    assert client.lookup("192.168.0.1").reason == "not_routable"
+    assert client.lookup("8.8.8.8").reason == "service_disabled"
+
+
+class _BrokenParser(DShieldService):
+    def parse(self, response: ServiceResponse) -> Outcome:
+        raise KeyError("a bug")
+
+
+def test_a_parser_bug_is_logged_and_unparseable(
+    httpserver: HTTPServer, limiters: LimiterRegistry, caplog: pytest.LogCaptureFixture
+) -> None:
+    httpserver.expect_request("/api/ip/89.39.105.84").respond_with_response(
+        sample_reply("dshield", "success.json")
+    )
+    settings = settings_for("dshield", httpserver)
+    with ServiceClient(_BrokenParser(EMAIL), settings, limiters=limiters) as client:
+        outcome = client.lookup("89.39.105.84")
+    assert (outcome.status, outcome.reason) == (Status.ERROR, "unparseable")
+    assert outcome.message == "dshield: HTTP 200, the parser failed on this body"
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR] == [
+        "dshield: the parser failed on HTTP 200"
+    ]

@@ -18,6 +18,7 @@ from werkzeug import Request, Response
 from cowrieprocessor.enrichment.http import LimiterRegistry, ServiceClient
 from cowrieprocessor.enrichment.outcome import Status
 from cowrieprocessor.enrichment.services import build_service
+from cowrieprocessor.enrichment.settings import ServiceSettings
 from tests.enrichment.conftest import FakeClock, sample_body, settings_for
 
 MakeClient = Callable[..., ServiceClient]
@@ -164,3 +165,33 @@ def test_registry_gives_one_limiter_per_service_key_and_rate(rate: str) -> None:
         assert len({id(a), id(c), id(d)}) == 3
     finally:
         registry.close()
+
+
+def test_virustotal_defaults_wait_out_the_minute(
+    httpserver: HTTPServer, limiters: LimiterRegistry, clock: FakeClock
+) -> None:
+    seen: list[float] = []
+
+    def handler(request: Request) -> Response:
+        seen.append(clock.monotonic())
+        return Response(sample_body("virustotal", "not-found.json"), status=404)
+
+    class _Files(URIPattern):
+        def match(self, uri: str) -> bool:
+            return uri.startswith("/api/v3/files/")
+
+    httpserver.expect_request(_Files()).respond_with_handler(handler)
+    defaults = ServiceSettings.defaults("virustotal")
+    settings = settings_for(
+        "virustotal",
+        httpserver,
+        rate_limit=defaults.rate_limit,
+        max_wait_seconds=defaults.max_wait_seconds,
+    )
+    client = ServiceClient(build_service(settings), settings, limiters=limiters)
+
+    outcomes = [client.lookup(f"{n:064x}", "file") for n in range(6)]
+    client.close()
+
+    assert [o.status for o in outcomes] == [Status.NOT_FOUND] * 6
+    assert [round(t - seen[0], 2) for t in seen] == [0.0, 0.0, 0.0, 0.0, 60.05, 60.05]

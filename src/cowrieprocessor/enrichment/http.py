@@ -241,7 +241,10 @@ class ServiceClient:
 
     @property
     def paused_until(self) -> datetime | None:
-        """The end of the current pause, or None when the service is not paused."""
+        """The end of the current pause, or None when the service is not paused.
+
+        A service stopped for the run is not "paused": see :attr:`stopped`.
+        """
         with self._lock:
             until = self._paused_until
         return until if until is not None and until > self._clock.now() else None
@@ -392,7 +395,12 @@ class ServiceClient:
                 "%s: the parser failed on HTTP %d", self.service.name, reply.status_code
             )
             outcome = self.service.unparseable(response, "the parser failed on this body")
-        return replace(outcome, latency_ms=latency, http_status=reply.status_code), response
+        # Scrubbed here, before anything logs it: server text could echo the key.
+        clean = self._clean(outcome.message) if outcome.message else None
+        stamped = replace(
+            outcome, latency_ms=latency, http_status=reply.status_code, message=clean
+        )
+        return stamped, response
 
     def _react(
         self, outcome: Outcome, response: ServiceResponse | None, attempt: int
@@ -479,7 +487,7 @@ class ServiceClient:
             key,
             Status.ERROR,
             reason=str(kind),
-            message=f"{self.service.name}: {message}",
+            message=self._clean(f"{self.service.name}: {message}"),
             latency_ms=latency,
         )
 

@@ -107,7 +107,8 @@ class ServiceSettings:
     api_key: SecretStr | None = None
     email: str | None = None
     #: Longest a lookup waits for the rate limiter or a pause before it ends as skipped.
-    max_wait_seconds: float = 60.0
+    #: Above 60 s so that a per-minute limit (VirusTotal's 4/minute) is waited out.
+    max_wait_seconds: float = 120.0
     backoff_base_seconds: float = 1.0
     backoff_max_seconds: float = 60.0
     rates: tuple[Rate, ...] = field(default=(), compare=False, repr=False)
@@ -166,7 +167,7 @@ class EnrichmentSettings(BaseModel):
     spur_api_key: SecretStr | None = None
 
     # Shared by all services.
-    enrichment_max_wait_seconds: float = 60.0
+    enrichment_max_wait_seconds: float = 120.0
     enrichment_backoff_base_seconds: float = 1.0
     enrichment_backoff_max_seconds: float = 60.0
 
