@@ -7,6 +7,7 @@ import gzip
 import hashlib
 import json
 import os
+import pickle
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -389,6 +390,9 @@ def test_payload_encodes_keys_and_nested_values() -> None:
         (b'{"a": "caf\xe9"}', "invalid_utf8"),
         (b'{"a": "\xed\xa0\x80"}', "invalid_utf8"),
         (b'{"a": "b"}{"c": "d"}', "invalid_json"),
+        (b'{"a": 1' + b"0" * 400 + b"}", "invalid_json"),
+        (b'{"s": "\\ud800", "a": 1' + b"0" * 400 + b"}", "invalid_json"),
+        (b'{"s": "\\ud800", "a": 1' + b"0" * 5000 + b"}", "invalid_json"),
         (b"[" * 5000 + b"]" * 5000, "invalid_json"),
         (b'{"a":' * 3000 + b"1" + b"}" * 3000, "invalid_json"),
     ],
@@ -400,6 +404,24 @@ def test_parse_line_rejects(line: bytes, reason: str) -> None:
     assert caught.value.reason == reason
     assert caught.value.detail
     assert str(caught.value).startswith(reason + ": ")
+
+
+def test_event_error_survives_pickling() -> None:
+    with pytest.raises(EventError) as caught:
+        parse_line(b"[]")
+
+    copy = pickle.loads(pickle.dumps(caught.value))  # noqa: S301 (our own bytes)
+
+    assert (copy.reason, copy.detail) == ("not_an_object", "the JSON value is an array")
+    assert str(copy) == str(caught.value)
+
+
+def test_fallback_reports_the_real_defect() -> None:
+    with pytest.raises(EventError) as caught:
+        parse_line(b'{"s": "\\ud800", "t": "cut off')
+
+    assert caught.value.reason == "invalid_json"
+    assert caught.value.detail.startswith("Unterminated string")
 
 
 def test_invalid_utf8_detail_names_the_byte_not_the_text() -> None:
@@ -508,6 +530,15 @@ def test_parsed_event_is_a_frozen_dataclass() -> None:
     assert replaced.username == "root"
     rebuilt = ParsedEvent(**{f.name: getattr(event, f.name) for f in dataclasses.fields(event)})
     assert rebuilt == event
+
+
+def test_parsed_event_survives_pickling() -> None:
+    event = parse_line(_line(FAILED, username="root\x00", password="\ud800"))
+
+    copy = pickle.loads(pickle.dumps(event))  # noqa: S301 (our own bytes)
+
+    assert copy == event
+    assert type(copy) is ParsedEvent
 
 
 def test_parsed_event_has_no_instance_dict() -> None:

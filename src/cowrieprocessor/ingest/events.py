@@ -94,6 +94,10 @@ class EventError(ValueError):
         self.reason = reason
         self.detail = detail
 
+    def __reduce__(self) -> tuple[type[EventError], tuple[str, str]]:
+        # Keeps the error intact across process boundaries (multiprocessing pools).
+        return (EventError, (self.reason, self.detail))
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class ParsedEvent:
@@ -178,7 +182,11 @@ def _int_like_orjson(text: str) -> int | float:
     value = int(text)
     if _INT64_MIN <= value <= _UINT64_MAX:
         return value
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:
+        # orjson refuses such a number as infinite; so must the fallback.
+        raise ValueError("number out of range") from None
 
 
 def _decode(line: bytes) -> Any:
@@ -206,8 +214,10 @@ def _decode(line: bytes) -> Any:
             parse_float=_finite_float,
             parse_int=_int_like_orjson,
         )
-    except (ValueError, RecursionError):
-        raise EventError("invalid_json", first_error) from None
+    except (ValueError, RecursionError) as exc:
+        # The fallback read the whole line, so its complaint is the one that stands
+        # (orjson may have stopped at a lone surrogate before the real defect).
+        raise EventError("invalid_json", str(exc) or first_error) from None
 
 
 def parse_line(line: bytes) -> ParsedEvent:
@@ -223,7 +233,7 @@ def parse_line(line: bytes) -> ParsedEvent:
         )
     original = _decode(line)
     if not isinstance(original, dict):
-        raise EventError("not_an_object", f"the JSON value is a {_json_type(original)}")
+        raise EventError("not_an_object", f"the JSON value is {_json_type(original)}")
     try:
         return _build(line, original)
     except RecursionError:
@@ -232,14 +242,14 @@ def parse_line(line: bytes) -> ParsedEvent:
 
 def _json_type(value: Any) -> str:
     if isinstance(value, list):
-        return "array"
+        return "an array"
     if isinstance(value, str):
-        return "string"
+        return "a string"
     if isinstance(value, bool):
-        return "boolean"
+        return "a boolean"
     if value is None:
         return "null"
-    return "number"
+    return "a number"
 
 
 def _text(value: Any) -> str | None:

@@ -84,6 +84,11 @@ def protocol_of(protocol: Any, system: Any) -> str | None:
     if isinstance(protocol, str) and protocol:
         return protocol.lower()
     if isinstance(system, str):
+        # Cowrie's own spellings first; lower-casing every line costs more than this.
+        if "Telnet" in system:
+            return "telnet"
+        if "SSH" in system:
+            return "ssh"
         lowered = system.lower()
         if "telnet" in lowered:
             return "telnet"
