@@ -176,7 +176,7 @@ def test_request_headers_and_forms(httpserver: HTTPServer, make_client: MakeClie
 
     dshield, vt, url, payload, spur, hibp = received(httpserver)
     assert dshield.method == "GET" and dshield.query_string == b"json"
-    assert f"contact: {EMAIL}" in dshield.headers["User-Agent"]
+    assert dshield.headers["User-Agent"] == f"cowrieprocessor/0.1.0 (contact: {EMAIL})"
     assert vt.headers["x-apikey"] == SECRET_KEY
     assert url.method == "POST"
     assert url.headers["Auth-Key"] == SECRET_KEY

@@ -17,6 +17,8 @@ from cowrieprocessor.enrichment.services import (
     UrlhausService,
     VirusTotalService,
     breach_count,
+    is_flagged,
+    is_malicious,
     password_outcome,
     password_sha1,
     range_prefix,
@@ -622,3 +624,31 @@ def test_password_sha1_of_lone_surrogate_and_nul() -> None:
     # Attacker text is hashed as logged; it must not raise.
     assert password_sha1("a\udc80b") == "2760D9D211861AECD593CF364B080D0F24F05469"
     assert password_sha1("pass\x00word") == "726CCDBD77CC9BB88DB6CC320E5326531304E721"
+
+
+def test_flags_agree_with_the_outcomes() -> None:
+    dshield = DShieldService("a@b.example")
+    reported = dshield.parse(sample_response("dshield", "success.json", "89.39.105.84", "ip"))
+    unseen = dshield.parse(sample_response("dshield", "not-found.json", "185.247.137.223", "ip"))
+    assert (is_flagged(reported), is_flagged(unseen)) == (True, False)
+
+    vt = VirusTotalService(KEY)
+    bad = vt.parse(sample_response("virustotal", "success.json", VT_SHA, "file"))
+    clean_body = {"data": {"attributes": {"last_analysis_stats": {"malicious": 0}}}}
+    clean = vt.parse(response("virustotal", VT_SHA, "file", 200, json.dumps(clean_body).encode()))
+    unknown = vt.parse(sample_response("virustotal", "not-found.json", VT_SHA, "file"))
+    assert [is_malicious(o) for o in (bad, clean, unknown, reported)] == [
+        True,
+        False,
+        False,
+        False,
+    ]
+
+
+def test_virustotal_keeps_at_most_50_names() -> None:
+    body = {"data": {"attributes": {"names": [f"n{i}" for i in range(300)]}}}
+    outcome = VirusTotalService(KEY).parse(
+        response("virustotal", VT_SHA, "file", 200, json.dumps(body).encode())
+    )
+    assert outcome.data is not None
+    assert outcome.data["names"] == [f"n{i}" for i in range(50)]

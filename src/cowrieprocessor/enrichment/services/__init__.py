@@ -12,7 +12,7 @@ from cowrieprocessor.enrichment.services.base import (
     ServiceResponse,
     global_ip,
 )
-from cowrieprocessor.enrichment.services.dshield import DShieldService
+from cowrieprocessor.enrichment.services.dshield import DShieldService, is_flagged
 from cowrieprocessor.enrichment.services.hibp import (
     HibpService,
     breach_count,
@@ -22,7 +22,7 @@ from cowrieprocessor.enrichment.services.hibp import (
 )
 from cowrieprocessor.enrichment.services.spur import SpurService
 from cowrieprocessor.enrichment.services.urlhaus import UrlhausService
-from cowrieprocessor.enrichment.services.virustotal import VirusTotalService
+from cowrieprocessor.enrichment.services.virustotal import VirusTotalService, is_malicious
 from cowrieprocessor.enrichment.settings import ServiceSettings
 
 __all__ = [
@@ -37,6 +37,8 @@ __all__ = [
     "breach_count",
     "build_service",
     "global_ip",
+    "is_flagged",
+    "is_malicious",
     "password_outcome",
     "password_sha1",
     "range_prefix",

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any, ClassVar
 
 import orjson
@@ -22,7 +23,15 @@ from pydantic import SecretStr
 
 from cowrieprocessor.enrichment.outcome import ErrorKind, Outcome, SkipReason, Status
 
-USER_AGENT = "cowrieprocessor/0.1 (+https://github.com/cowrieprocessor/cowrieprocessor)"
+
+def _package_version() -> str:
+    try:
+        return version("cowrieprocessor")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "0"
+
+
+USER_AGENT = f"cowrieprocessor/{_package_version()}"
 _TEXT_LIMIT = 120
 
 

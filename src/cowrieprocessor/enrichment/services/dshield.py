@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cowrieprocessor.enrichment.outcome import ErrorKind, Outcome, SkipReason
+from cowrieprocessor.enrichment.outcome import ErrorKind, Outcome, SkipReason, Status
 from cowrieprocessor.enrichment.services.base import (
     USER_AGENT,
     RequestSpec,
@@ -59,7 +59,7 @@ class DShieldService(Service):
         return RequestSpec(
             method="GET",
             path=f"/api/ip/{self.normalize_key(key)}?json",
-            headers={"User-Agent": f"{USER_AGENT} contact: {self.email}"},
+            headers={"User-Agent": f"{USER_AGENT} (contact: {self.email})"},
         )
 
     def parse(self, response: ServiceResponse) -> Outcome:
@@ -85,6 +85,14 @@ class DShieldService(Service):
         if _reported(data):
             return self.success(response, data)
         return self.not_found(response, data)
+
+
+def is_flagged(outcome: Outcome) -> bool:
+    """``session_summaries.dshield_flagged``: DShield has reports, attacks or feeds for the IP.
+
+    The same rule that made the outcome a success, so flag and JSON always agree.
+    """
+    return outcome.service == DShieldService.name and outcome.status == Status.SUCCESS
 
 
 def _kept_fields(record: dict[str, Any]) -> dict[str, Any]:

@@ -18,7 +18,7 @@ import re
 from datetime import datetime, time, timedelta
 from typing import Any
 
-from cowrieprocessor.enrichment.outcome import ErrorKind, Outcome, SkipReason
+from cowrieprocessor.enrichment.outcome import ErrorKind, Outcome, SkipReason, Status
 from cowrieprocessor.enrichment.services.base import (
     RequestSpec,
     Service,
@@ -30,6 +30,8 @@ from cowrieprocessor.enrichment.services.base import (
     safe_text,
 )
 
+#: Popular files carry hundreds of names; the first ones are kept.
+MAX_NAMES = 50
 _HASH = re.compile(r"^(?:[0-9a-f]{32}|[0-9a-f]{40}|[0-9a-f]{64})$")
 
 
@@ -115,6 +117,14 @@ class VirusTotalService(Service):
         return datetime.combine(now.date() + timedelta(days=1), time(0, tzinfo=now.tzinfo))
 
 
+def is_malicious(outcome: Outcome) -> bool:
+    """``vt_flagged``: a successful VirusTotal answer with at least one malicious verdict."""
+    if outcome.service != VirusTotalService.name or outcome.status != Status.SUCCESS:
+        return False
+    stats = (outcome.data or {}).get("last_analysis_stats") or {}
+    return bool(stats.get("malicious"))
+
+
 def _error_code(body: dict[str, Any] | None) -> tuple[str | None, str]:
     error = body.get("error") if body else None
     if not isinstance(error, dict):
@@ -140,7 +150,7 @@ def _file_fields(attributes: dict[str, Any]) -> dict[str, Any]:
     return {
         "last_analysis_stats": _stats(attributes),
         "type_description": attributes.get("type_description"),
-        "names": attributes.get("names") or [],
+        "names": (attributes.get("names") or [])[:MAX_NAMES],
         "meaningful_name": attributes.get("meaningful_name"),
         "first_submission_date": parse_int(attributes.get("first_submission_date")),
         "reputation": parse_int(attributes.get("reputation")),
