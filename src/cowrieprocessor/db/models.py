@@ -9,16 +9,16 @@ when the two disagree.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from sqlalchemy import (
     BigInteger,
     Boolean,
     Float,
-    ForeignKey,
     Index,
     Integer,
     String,
+    Table,
     Text,
     UniqueConstraint,
 )
@@ -93,10 +93,7 @@ class RawEvent(Base):
     ingested_at: Mapped[datetime]
     payload: Mapped[dict[str, Any]]
 
-    __table_args__ = (
-        Index(None, "sensor", "session_id"),
-        Index(None, "event_time"),
-    )
+    __table_args__ = (Index(None, "sensor", "session_id"),)
 
 
 class SessionSummary(Base):
@@ -146,9 +143,7 @@ class Command(Base):
     __tablename__ = "commands"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    event_hash: Mapped[str] = mapped_column(
-        String(64), ForeignKey("raw_events.event_hash", ondelete="CASCADE"), unique=True
-    )
+    event_hash: Mapped[str] = mapped_column(String(64), unique=True)
     sensor: Mapped[str] = mapped_column(Text)
     session_id: Mapped[str] = mapped_column(Text)
     event_time: Mapped[datetime | None]
@@ -164,9 +159,7 @@ class File(Base):
     __tablename__ = "files"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    event_hash: Mapped[str] = mapped_column(
-        String(64), ForeignKey("raw_events.event_hash", ondelete="CASCADE"), unique=True
-    )
+    event_hash: Mapped[str] = mapped_column(String(64), unique=True)
     sensor: Mapped[str] = mapped_column(Text)
     session_id: Mapped[str] = mapped_column(Text)
     direction: Mapped[str] = mapped_column(String(8))
@@ -187,9 +180,7 @@ class LoginAttempt(Base):
     __tablename__ = "login_attempts"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    event_hash: Mapped[str] = mapped_column(
-        String(64), ForeignKey("raw_events.event_hash", ondelete="CASCADE"), unique=True
-    )
+    event_hash: Mapped[str] = mapped_column(String(64), unique=True)
     sensor: Mapped[str] = mapped_column(Text)
     session_id: Mapped[str] = mapped_column(Text)
     event_time: Mapped[datetime | None]
@@ -225,3 +216,8 @@ class DeadLetterEvent(Base):
         UniqueConstraint("source_file", "source_line", "raw_sha256"),
         Index(None, "reason"),
     )
+
+
+def table_of(model: type[Base]) -> Table:
+    """The Core ``Table`` behind ``model`` (``__table__`` is typed too loosely for mypy)."""
+    return cast(Table, model.__table__)

@@ -10,8 +10,8 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 
-#: JSON everywhere, stored as JSONB on PostgreSQL.
-JSONType = JSON().with_variant(JSONB(), "postgresql")
+#: JSON everywhere, stored as JSONB on PostgreSQL. Python None is SQL NULL, never JSON null.
+JSONType = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 
 
 class UTCDateTime(TypeDecorator[datetime]):

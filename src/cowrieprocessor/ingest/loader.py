@@ -153,6 +153,7 @@ class Loader:
                 reset_checkpoint(self.engine, path)
                 action = "reread"
         result = FileSummary(path=path, action=action)
+        self.writer.prefer_safe = action != "new"
         run = _FileRun(self, source, result, start_offset, start_line)
         run.read(summary)
         return result

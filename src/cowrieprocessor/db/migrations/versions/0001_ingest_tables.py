@@ -1,4 +1,4 @@
-"""ingest tables
+"""Ingest tables: raw events, sessions, commands, files, logins, dead letters, files read.
 
 Revision ID: 0001
 Revises:
@@ -20,6 +20,25 @@ depends_on = None
 
 
 def upgrade() -> None:
+
+    op.create_table(
+        "commands",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("event_hash", sa.String(length=64), nullable=False),
+        sa.Column("sensor", sa.Text(), nullable=False),
+        sa.Column("session_id", sa.Text(), nullable=False),
+        sa.Column(
+            "event_time", cowrieprocessor.db.types.UTCDateTime(timezone=True), nullable=True
+        ),
+        sa.Column("kind", sa.String(length=16), nullable=False),
+        sa.Column("command", sa.Text(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_commands")),
+        sa.UniqueConstraint("event_hash", name=op.f("uq_commands_event_hash")),
+    )
+    with op.batch_alter_table("commands", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_commands_sensor_session_id"), ["sensor", "session_id"], unique=False
+        )
 
     op.create_table(
         "dead_letter_events",
@@ -48,6 +67,36 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_dead_letter_events_reason"), ["reason"], unique=False)
 
     op.create_table(
+        "files",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("event_hash", sa.String(length=64), nullable=False),
+        sa.Column("sensor", sa.Text(), nullable=False),
+        sa.Column("session_id", sa.Text(), nullable=False),
+        sa.Column("direction", sa.String(length=8), nullable=False),
+        sa.Column("transfer_ok", sa.Boolean(), nullable=False),
+        sa.Column("shasum", sa.String(length=64), nullable=True),
+        sa.Column("url", sa.Text(), nullable=True),
+        sa.Column("filename", sa.Text(), nullable=True),
+        sa.Column(
+            "first_seen", cowrieprocessor.db.types.UTCDateTime(timezone=True), nullable=True
+        ),
+        sa.Column(
+            "vt_analysis",
+            sa.JSON(none_as_null=True).with_variant(
+                postgresql.JSONB(none_as_null=True, astext_type=sa.Text()), "postgresql"
+            ),
+            nullable=True,
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_files")),
+        sa.UniqueConstraint("event_hash", name=op.f("uq_files_event_hash")),
+    )
+    with op.batch_alter_table("files", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_files_sensor_session_id"), ["sensor", "session_id"], unique=False
+        )
+        batch_op.create_index(batch_op.f("ix_files_shasum"), ["shasum"], unique=False)
+
+    op.create_table(
         "ingested_files",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("path", sa.Text(), nullable=False),
@@ -72,6 +121,33 @@ def upgrade() -> None:
         sa.UniqueConstraint("path", name=op.f("uq_ingested_files_path")),
     )
     op.create_table(
+        "login_attempts",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("event_hash", sa.String(length=64), nullable=False),
+        sa.Column("sensor", sa.Text(), nullable=False),
+        sa.Column("session_id", sa.Text(), nullable=False),
+        sa.Column(
+            "event_time", cowrieprocessor.db.types.UTCDateTime(timezone=True), nullable=True
+        ),
+        sa.Column("src_ip", sa.Text(), nullable=True),
+        sa.Column("username", sa.Text(), nullable=True),
+        sa.Column("password", sa.Text(), nullable=True),
+        sa.Column("password_sha256", sa.String(length=64), nullable=True),
+        sa.Column("success", sa.Boolean(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_login_attempts")),
+        sa.UniqueConstraint("event_hash", name=op.f("uq_login_attempts_event_hash")),
+    )
+    with op.batch_alter_table("login_attempts", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_login_attempts_password_sha256"), ["password_sha256"], unique=False
+        )
+        batch_op.create_index(
+            batch_op.f("ix_login_attempts_sensor_session_id"),
+            ["sensor", "session_id"],
+            unique=False,
+        )
+
+    op.create_table(
         "raw_events",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("event_hash", sa.String(length=64), nullable=False),
@@ -90,14 +166,15 @@ def upgrade() -> None:
         ),
         sa.Column(
             "payload",
-            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            sa.JSON(none_as_null=True).with_variant(
+                postgresql.JSONB(none_as_null=True, astext_type=sa.Text()), "postgresql"
+            ),
             nullable=False,
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_raw_events")),
         sa.UniqueConstraint("event_hash", name=op.f("uq_raw_events_event_hash")),
     )
     with op.batch_alter_table("raw_events", schema=None) as batch_op:
-        batch_op.create_index(batch_op.f("ix_raw_events_event_time"), ["event_time"], unique=False)
         batch_op.create_index(
             batch_op.f("ix_raw_events_sensor_session_id"), ["sensor", "session_id"], unique=False
         )
@@ -131,7 +208,9 @@ def upgrade() -> None:
         sa.Column("has_close", sa.Boolean(), nullable=False),
         sa.Column(
             "enrichment",
-            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            sa.JSON(none_as_null=True).with_variant(
+                postgresql.JSONB(none_as_null=True, astext_type=sa.Text()), "postgresql"
+            ),
             nullable=True,
         ),
         sa.Column(
@@ -148,115 +227,9 @@ def upgrade() -> None:
         )
         batch_op.create_index(batch_op.f("ix_session_summaries_src_ip"), ["src_ip"], unique=False)
 
-    op.create_table(
-        "commands",
-        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
-        sa.Column("event_hash", sa.String(length=64), nullable=False),
-        sa.Column("sensor", sa.Text(), nullable=False),
-        sa.Column("session_id", sa.Text(), nullable=False),
-        sa.Column(
-            "event_time", cowrieprocessor.db.types.UTCDateTime(timezone=True), nullable=True
-        ),
-        sa.Column("kind", sa.String(length=16), nullable=False),
-        sa.Column("command", sa.Text(), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["event_hash"],
-            ["raw_events.event_hash"],
-            name=op.f("fk_commands_event_hash_raw_events"),
-            ondelete="CASCADE",
-        ),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_commands")),
-        sa.UniqueConstraint("event_hash", name=op.f("uq_commands_event_hash")),
-    )
-    with op.batch_alter_table("commands", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_commands_sensor_session_id"), ["sensor", "session_id"], unique=False
-        )
-
-    op.create_table(
-        "files",
-        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
-        sa.Column("event_hash", sa.String(length=64), nullable=False),
-        sa.Column("sensor", sa.Text(), nullable=False),
-        sa.Column("session_id", sa.Text(), nullable=False),
-        sa.Column("direction", sa.String(length=8), nullable=False),
-        sa.Column("transfer_ok", sa.Boolean(), nullable=False),
-        sa.Column("shasum", sa.String(length=64), nullable=True),
-        sa.Column("url", sa.Text(), nullable=True),
-        sa.Column("filename", sa.Text(), nullable=True),
-        sa.Column(
-            "first_seen", cowrieprocessor.db.types.UTCDateTime(timezone=True), nullable=True
-        ),
-        sa.Column(
-            "vt_analysis",
-            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
-            nullable=True,
-        ),
-        sa.ForeignKeyConstraint(
-            ["event_hash"],
-            ["raw_events.event_hash"],
-            name=op.f("fk_files_event_hash_raw_events"),
-            ondelete="CASCADE",
-        ),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_files")),
-        sa.UniqueConstraint("event_hash", name=op.f("uq_files_event_hash")),
-    )
-    with op.batch_alter_table("files", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_files_sensor_session_id"), ["sensor", "session_id"], unique=False
-        )
-        batch_op.create_index(batch_op.f("ix_files_shasum"), ["shasum"], unique=False)
-
-    op.create_table(
-        "login_attempts",
-        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
-        sa.Column("event_hash", sa.String(length=64), nullable=False),
-        sa.Column("sensor", sa.Text(), nullable=False),
-        sa.Column("session_id", sa.Text(), nullable=False),
-        sa.Column(
-            "event_time", cowrieprocessor.db.types.UTCDateTime(timezone=True), nullable=True
-        ),
-        sa.Column("src_ip", sa.Text(), nullable=True),
-        sa.Column("username", sa.Text(), nullable=True),
-        sa.Column("password", sa.Text(), nullable=True),
-        sa.Column("password_sha256", sa.String(length=64), nullable=True),
-        sa.Column("success", sa.Boolean(), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["event_hash"],
-            ["raw_events.event_hash"],
-            name=op.f("fk_login_attempts_event_hash_raw_events"),
-            ondelete="CASCADE",
-        ),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_login_attempts")),
-        sa.UniqueConstraint("event_hash", name=op.f("uq_login_attempts_event_hash")),
-    )
-    with op.batch_alter_table("login_attempts", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_login_attempts_password_sha256"), ["password_sha256"], unique=False
-        )
-        batch_op.create_index(
-            batch_op.f("ix_login_attempts_sensor_session_id"),
-            ["sensor", "session_id"],
-            unique=False,
-        )
-
 
 def downgrade() -> None:
 
-    with op.batch_alter_table("login_attempts", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_login_attempts_sensor_session_id"))
-        batch_op.drop_index(batch_op.f("ix_login_attempts_password_sha256"))
-
-    op.drop_table("login_attempts")
-    with op.batch_alter_table("files", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_files_shasum"))
-        batch_op.drop_index(batch_op.f("ix_files_sensor_session_id"))
-
-    op.drop_table("files")
-    with op.batch_alter_table("commands", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_commands_sensor_session_id"))
-
-    op.drop_table("commands")
     with op.batch_alter_table("session_summaries", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_session_summaries_src_ip"))
         batch_op.drop_index(batch_op.f("ix_session_summaries_first_event_at"))
@@ -264,11 +237,24 @@ def downgrade() -> None:
     op.drop_table("session_summaries")
     with op.batch_alter_table("raw_events", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_raw_events_sensor_session_id"))
-        batch_op.drop_index(batch_op.f("ix_raw_events_event_time"))
 
     op.drop_table("raw_events")
+    with op.batch_alter_table("login_attempts", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_login_attempts_sensor_session_id"))
+        batch_op.drop_index(batch_op.f("ix_login_attempts_password_sha256"))
+
+    op.drop_table("login_attempts")
     op.drop_table("ingested_files")
+    with op.batch_alter_table("files", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_files_shasum"))
+        batch_op.drop_index(batch_op.f("ix_files_sensor_session_id"))
+
+    op.drop_table("files")
     with op.batch_alter_table("dead_letter_events", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_dead_letter_events_reason"))
 
     op.drop_table("dead_letter_events")
+    with op.batch_alter_table("commands", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_commands_sensor_session_id"))
+
+    op.drop_table("commands")

@@ -1,0 +1,113 @@
+"""Fast bulk operations on the two databases, below the ORM.
+
+Loading is dominated by per-row costs, so rows go to the driver as plain tuples:
+PostgreSQL gets them by ``COPY ... FROM STDIN`` (psycopg 3), SQLite by one
+``executemany`` on the DB-API cursor. Values are converted here exactly as the ORM column
+types would store them (aware UTC timestamps; on SQLite the naive UTC text SQLAlchemy
+writes, JSON as compact text, booleans as 0/1), so rows written either way read back
+identically through the ORM.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import psycopg
+from sqlalchemy import Connection
+
+# SQLAlchemy's SQLite DateTime storage format (always with microseconds).
+_SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"
+
+
+def _dbapi_cursor(conn: Connection) -> Any:
+    return conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+
+
+def _json_text(value: Any) -> str:
+    return orjson.dumps(value).decode("utf-8")
+
+
+def existing_hashes(conn: Connection, hashes: Sequence[str]) -> set[str]:
+    """Which of ``hashes`` are already in ``raw_events``: one round trip for any number."""
+    if not hashes:
+        return set()
+    if conn.dialect.name == "postgresql":
+        rows = conn.exec_driver_sql(
+            "SELECT event_hash FROM raw_events WHERE event_hash = ANY(%(hashes)s)",
+            {"hashes": list(hashes)},
+        )
+    else:
+        rows = conn.exec_driver_sql(
+            "SELECT event_hash FROM raw_events WHERE event_hash IN "
+            "(SELECT value FROM json_each(?))",
+            (_json_text(list(hashes)),),
+        )
+    return {row[0] for row in rows}
+
+
+def existing_sessions(conn: Connection, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+    """Which (sensor, session id) pairs already have a summary row: one round trip."""
+    if not keys:
+        return set()
+    if conn.dialect.name == "postgresql":
+        rows = conn.exec_driver_sql(
+            "SELECT s.sensor, s.session_id FROM session_summaries s "
+            "JOIN unnest(%(sensors)s::text[], %(sessions)s::text[]) AS k(sensor, session_id) "
+            "ON s.sensor = k.sensor AND s.session_id = k.session_id",
+            {"sensors": [k[0] for k in keys], "sessions": [k[1] for k in keys]},
+        )
+    else:
+        rows = conn.exec_driver_sql(
+            "SELECT s.sensor, s.session_id FROM session_summaries s "
+            "JOIN (SELECT json_extract(value, '$[0]') AS sensor, "
+            "json_extract(value, '$[1]') AS session_id FROM json_each(?)) AS k "
+            "ON s.sensor = k.sensor AND s.session_id = k.session_id",
+            (_json_text([list(k) for k in keys]),),
+        )
+    return {(row[0], row[1]) for row in rows}
+
+
+class DuplicateKey(Exception):
+    """A bulk insert met a row whose unique key is stored already."""
+
+
+def insert_rows(
+    conn: Connection, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]
+) -> None:
+    """Insert ``rows`` (tuples in ``columns`` order) into ``table`` as fast as the driver
+    allows. Raises :class:`DuplicateKey` when a unique key is stored already; the
+    caller's transaction is then unusable and must be rolled back."""
+    names = ", ".join(columns)
+    cursor = _dbapi_cursor(conn)
+    if conn.dialect.name == "postgresql":
+        try:
+            with cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row([_pg_value(v) for v in row])
+        except psycopg.errors.UniqueViolation as error:
+            raise DuplicateKey(f"{table}: {error.diag.message_detail}") from error
+        return
+    marks = ", ".join("?" for _ in columns)
+    cursor.executemany(
+        f"INSERT INTO {table} ({names}) VALUES ({marks})",
+        ([_sqlite_value(v) for v in row] for row in rows),
+    )
+
+
+def _pg_value(value: Any) -> Any:
+    if isinstance(value, dict | list):
+        return _json_text(value)
+    return value
+
+
+def _sqlite_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).strftime(_SQLITE_TIME)
+    if isinstance(value, dict | list):
+        return _json_text(value)
+    if isinstance(value, bool):
+        return int(value)
+    return value
