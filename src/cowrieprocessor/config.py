@@ -22,6 +22,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from cowrieprocessor.enrichment.settings import EnrichmentSettings
+
 APP_NAME = "cowrieprocessor"
 
 
@@ -56,7 +58,7 @@ def find_config_file(explicit: Path | None = None) -> Path | None:
     return None
 
 
-class Settings(BaseSettings):
+class Settings(EnrichmentSettings, BaseSettings):
     """Every setting, with its default. The README lists them all."""
 
     model_config = SettingsConfigDict(

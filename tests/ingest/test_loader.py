@@ -184,8 +184,12 @@ def test_truncated_and_empty_archives(engine: Engine, tmp_path: Path) -> None:
     assert "truncated_archive" in reasons
     assert "empty_archive" in reasons
     with engine.connect() as conn:
-        complete = dict(conn.execute(select(IngestedFile.path, IngestedFile.complete)).all())
-    assert complete == {str(cut.resolve()): False, str(empty.resolve()): False}
+        finished = dict(conn.execute(select(IngestedFile.path, IngestedFile.finished)).all())
+    assert finished == {str(cut.resolve()): True, str(empty.resolve()): True}
+    # Unchanged damaged files are not read again: the same bytes give the same problems.
+    again = load(engine, cut, empty, batch=50)
+    assert [f["action"] for f in again["per_file"]] == ["unchanged", "unchanged"]
+    assert again["dead_letters"] == 0
 
 
 def test_events_without_sensor_take_the_default(engine: Engine, tmp_path: Path) -> None:

@@ -79,7 +79,12 @@ def ingest(
 
         def on_progress(done: int, size: int, path: str) -> None:
             if task is not None:
-                bar.update(task, completed=done, total=size, description=printable(path[-40:]))
+                bar.update(
+                    task,
+                    completed=done,
+                    total=size or None,
+                    description=printable(path[-40:], stored=False),
+                )
 
         loader = Loader(
             engine,

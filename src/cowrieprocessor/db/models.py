@@ -56,6 +56,8 @@ class IngestedFile(Base):
     one that was truncated or replaced at the same path (different head or smaller).
     ``checkpoint_offset`` is the byte offset in the *decompressed* stream after the last
     complete line whose events are committed; ``checkpoint_line`` is its line number.
+    ``finished`` says the last run read the file to its end, problems included (a run
+    killed mid-file leaves it False, so the next run resumes even at an unchanged size).
     """
 
     __tablename__ = "ingested_files"
@@ -70,7 +72,7 @@ class IngestedFile(Base):
     events_read: Mapped[int] = mapped_column(BigInteger, default=0)
     events_loaded: Mapped[int] = mapped_column(BigInteger, default=0)
     dead_letters: Mapped[int] = mapped_column(BigInteger, default=0)
-    complete: Mapped[bool] = mapped_column(Boolean, default=False)
+    finished: Mapped[bool] = mapped_column(Boolean, default=False)
     first_ingested_at: Mapped[datetime]
     last_ingested_at: Mapped[datetime]
 

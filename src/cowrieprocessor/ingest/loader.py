@@ -3,7 +3,8 @@
 For each input file the job decides where to start from its stored checkpoint:
 
 * unknown path: from the beginning;
-* same head bytes and the same size, already complete: nothing to do;
+* same size and head bytes, and the last run read it to its end: nothing to do (even if
+  that run ended on a problem such as a cut-off line; the same bytes give the same);
 * the old bytes unchanged at its start and larger: read on from the checkpoint (a live
   file that grew);
 * otherwise the file was replaced or truncated; read it again
@@ -46,7 +47,7 @@ from cowrieprocessor.ingest.writer import (
 
 log = logging.getLogger(__name__)
 
-#: Progress callback: (bytes done in the current file, that file's size, file path).
+#: Progress callback: (bytes done in the current file, its size or 0 if unknown, path).
 Progress = Callable[[int, int, str], None]
 
 
@@ -142,7 +143,7 @@ class Loader:
         start_offset, start_line, action = 0, 0, "new"
         if stored is not None:
             same = source.size == stored.size_bytes and source.head_sha256 == stored.head_sha256
-            if same and stored.complete:
+            if same and stored.finished:
                 return FileSummary(path=path, action="unchanged")
             if grew_from(source, stored.size_bytes, stored.head_sha256):
                 start_offset, start_line = stored.checkpoint_offset, stored.checkpoint_line
@@ -189,23 +190,22 @@ class _FileRun:
         self.pending_lines = _pending_truncated_lines(loader.engine, self.path)
 
     def read(self, summary: IngestSummary) -> None:
-        complete = True
         for item in read_lines(self.source, self.offset, self.line_no):
             if isinstance(item, ReadProblem):
                 self._problem(item, summary)
-                if item.reason != "line_too_long":
-                    complete = False
                 continue
             self.result.lines += 1
             if not item.terminated and not self._final_line(item):
-                complete = False
                 continue
             self._line(item)
             if len(self.events) + len(self.letters) >= self.loader.batch_size:
-                self._flush(complete=False)
+                self._flush(finished=False)
                 if self.loader.progress is not None:
-                    self.loader.progress(self.offset, self.source.size, self.path)
-        self._flush(complete=complete)
+                    # Offsets count decompressed bytes: only a plain file's size is a total.
+                    plain = self.source.compression == "none"
+                    total = self.source.size if plain else 0
+                    self.loader.progress(self.offset, total, self.path)
+        self._flush(finished=True)
 
     def _line(self, line: Line) -> None:
         try:
@@ -250,7 +250,7 @@ class _FileRun:
         summary.warnings.append(problem.detail)
         log.warning("%s", problem.detail)
 
-    def _flush(self, *, complete: bool) -> None:
+    def _flush(self, *, finished: bool) -> None:
         checkpoint = Checkpoint(
             path=self.path,
             compression=self.source.compression,
@@ -258,7 +258,7 @@ class _FileRun:
             head_sha256=self.source.head_sha256,
             offset=self.offset,
             line=self.line_no,
-            complete=complete,
+            finished=finished,
         )
         outcome = self.loader.writer.write(
             self.events,

@@ -100,7 +100,7 @@ class Checkpoint:
     head_sha256: str
     offset: int
     line: int
-    complete: bool
+    finished: bool
 
 
 @dataclass
@@ -310,7 +310,7 @@ class BatchWriter:
             events_read=read,
             events_loaded=loaded,
             dead_letters=dead,
-            complete=point.complete,
+            finished=point.finished,
             first_ingested_at=now,
             last_ingested_at=now,
         ).on_conflict_do_update(
@@ -324,7 +324,7 @@ class BatchWriter:
                 "events_read": c.events_read + insert.excluded.events_read,
                 "events_loaded": c.events_loaded + insert.excluded.events_loaded,
                 "dead_letters": c.dead_letters + insert.excluded.dead_letters,
-                "complete": insert.excluded.complete,
+                "finished": insert.excluded.finished,
                 "last_ingested_at": insert.excluded.last_ingested_at,
             },
         )
@@ -337,7 +337,7 @@ def reset_checkpoint(engine: Engine, path: str) -> None:
         conn.execute(
             update(IngestedFile)
             .where(IngestedFile.path == encode_text(path))
-            .values(checkpoint_offset=0, checkpoint_line=0, complete=False)
+            .values(checkpoint_offset=0, checkpoint_line=0, finished=False)
         )
 
 

@@ -108,7 +108,7 @@ def upgrade() -> None:
         sa.Column("events_read", sa.BigInteger(), nullable=False),
         sa.Column("events_loaded", sa.BigInteger(), nullable=False),
         sa.Column("dead_letters", sa.BigInteger(), nullable=False),
-        sa.Column("complete", sa.Boolean(), nullable=False),
+        sa.Column("finished", sa.Boolean(), nullable=False),
         sa.Column(
             "first_ingested_at",
             cowrieprocessor.db.types.UTCDateTime(timezone=True),
