@@ -127,7 +127,7 @@ def test_wheel_installs_and_every_command_answers_help(tmp_path: Path) -> None:
         ["uv", "pip", "install", "--quiet", "--python", str(venv / "bin" / "python"), str(wheel)],
         check=True, capture_output=True, timeout=600,
     )  # fmt: skip
-    for command in ("cowrie-loader", "cowrie-db"):
+    for command in ("cowrie-loader", "cowrie-db", "cowrie-enrich"):
         result = subprocess.run(
             [str(venv / "bin" / command), "--help"], capture_output=True, text=True, timeout=60
         )

@@ -129,7 +129,13 @@ class SessionSummary(Base):
     duration_seconds: Mapped[float | None] = mapped_column(Float)
     has_connect: Mapped[bool] = mapped_column(Boolean, default=False)
     has_close: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: Outcome envelopes keyed by service (``dshield``, ``urlhaus``, ``spur``,
+    #: ``virustotal``); see :mod:`cowrieprocessor.enrichment.outcome`.
     enrichment: Mapped[dict[str, Any] | None]
+    #: Seen in DShield's attack reports or threat feeds; None until DShield answered.
+    dshield_flagged: Mapped[bool | None] = mapped_column(Boolean)
+    #: A download or upload of the session is malicious per VirusTotal; None until known.
+    vt_flagged: Mapped[bool | None] = mapped_column(Boolean)
     updated_at: Mapped[datetime]
 
     __table_args__ = (
@@ -170,7 +176,10 @@ class File(Base):
     url: Mapped[str | None] = mapped_column(Text)
     filename: Mapped[str | None] = mapped_column(Text)
     first_seen: Mapped[datetime | None]
+    #: VirusTotal outcome envelope for ``shasum``.
     vt_analysis: Mapped[dict[str, Any] | None]
+    #: URLhaus outcome envelope for ``url`` (skipped ``not_applicable`` without one).
+    urlhaus: Mapped[dict[str, Any] | None]
 
     __table_args__ = (Index(None, "sensor", "session_id"), Index(None, "shasum"))
 
@@ -193,6 +202,22 @@ class LoginAttempt(Base):
     success: Mapped[bool] = mapped_column(Boolean)
 
     __table_args__ = (Index(None, "sensor", "session_id"), Index(None, "password_sha256"))
+
+
+class PasswordEnrichment(Base):
+    """The breach record of one distinct password, found through
+    ``login_attempts.password_sha256``. ``hibp`` holds the outcome envelope; ``breached``
+    and ``breach_count`` repeat its answer for queries and stay None until HIBP answered.
+    """
+
+    __tablename__ = "password_enrichment"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    password_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    hibp: Mapped[dict[str, Any] | None]
+    breached: Mapped[bool | None] = mapped_column(Boolean)
+    breach_count: Mapped[int | None] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime]
 
 
 class DeadLetterEvent(Base):

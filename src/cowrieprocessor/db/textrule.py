@@ -96,6 +96,9 @@ def line_may_need_rule(line: bytes) -> bool:
     escape. The check may say True for text that turns out not to need the rule (for
     example an escaped backslash followed by ``u0000``); the caller then walks the value.
     """
+    # Single byte values are found fast; most lines hold no backslash, NUL or 0xEE at all.
+    if 92 not in line and 0 not in line and 0xEE not in line:
+        return False
     if b"\\u" not in line and b"\x00" not in line:
         return _ESCAPE_BYTES in line
     lowered = line.lower()

@@ -111,7 +111,12 @@ class SessionDelta:
     def as_row(self, now: datetime) -> dict[str, Any]:
         """The row for a session first seen in this batch (also the upsert input)."""
         row = {name: getattr(self, name) for name in self.__slots__}
-        return row | {"enrichment": None, "updated_at": now}
+        return row | {
+            "enrichment": None,
+            "dshield_flagged": None,
+            "vt_flagged": None,
+            "updated_at": now,
+        }
 
 
 def deltas_for(events: Iterable[LoadedEvent]) -> dict[tuple[str, str], SessionDelta]:
@@ -155,7 +160,7 @@ def update_sessions(
     bulk.insert_rows(conn, stage.name, _COLUMNS, ([row[c] for c in _COLUMNS] for row in rows))
     conn.execute(_merge_statement(conn.dialect.name, stage))
     if conn.dialect.name != "postgresql":
-        conn.execute(stage.delete())
+        conn.exec_driver_sql("DROP TABLE temp._stage_sessions")
     _settle(conn, [k for k in existing if deltas[k].src_ip is not None], _FIRST_IP)
     _settle(conn, [k for k in existing if deltas[k].login_successes], _FIRST_SUCCESS)
     return set(deltas)
@@ -171,11 +176,12 @@ _STAGE = Table(
 
 
 def _stage_table(conn: Connection) -> Table:
-    """The per-connection staging table (created once per pooled connection)."""
+    """A staging table for this transaction: dropped at commit (PostgreSQL) or right
+    after use (SQLite), so it always has the columns of the current schema."""
     columns = ", ".join(_COLUMNS)
-    suffix = "ON COMMIT DELETE ROWS " if conn.dialect.name == "postgresql" else ""
+    suffix = "ON COMMIT DROP " if conn.dialect.name == "postgresql" else ""
     conn.exec_driver_sql(
-        f"CREATE TEMP TABLE IF NOT EXISTS _stage_sessions {suffix}AS "
+        f"CREATE TEMP TABLE _stage_sessions {suffix}AS "
         f"SELECT {columns} FROM session_summaries WHERE 1 = 0"
     )
     return _STAGE

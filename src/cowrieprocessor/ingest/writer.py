@@ -212,9 +212,9 @@ class BatchWriter:
     ) -> list[LoadedEvent]:
         columns = ", ".join(_RAW_COLUMNS)
         # The staging table copies column types only (no defaults, so it depends on no
-        # sequence) and lives as long as the pooled connection, emptied at each commit.
+        # sequence) and is dropped at commit.
         conn.exec_driver_sql(
-            "CREATE TEMP TABLE IF NOT EXISTS _stage_raw ON COMMIT DELETE ROWS AS "
+            "CREATE TEMP TABLE _stage_raw ON COMMIT DROP AS "
             f"SELECT {columns} FROM raw_events WITH NO DATA"
         )
         bulk.insert_rows(conn, "_stage_raw", _RAW_COLUMNS, (_raw_row(i, now) for i in events))
