@@ -16,6 +16,12 @@ app = typer.Typer(
     add_completion=False,
 )
 
+
+@app.callback()
+def _root() -> None:
+    """Enrich, manage the cache, diagnose coverage."""
+
+
 enrich_refresh.register(app)
 enrich_cache.register(app)
 enrich_diagnose.register(app)
