@@ -1,9 +1,250 @@
-"""Commands of `cowrie-enrich` (placeholder until its module is written)."""
+"""`cowrie-enrich refresh`: the enrichment backfill (see docs/refresh.md).
+
+Exit codes: 0 done (some lookups may have failed), 1 a service failed for every lookup it
+attempted, 2 bad usage or the database could not be opened, 130 interrupted (Ctrl-C;
+everything committed so far stays, and a rerun goes on from there).
+"""
 
 from __future__ import annotations
 
-import typer
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
 
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from cowrieprocessor.cli.common import (
+    EXIT_USAGE,
+    ConfigOption,
+    DbOption,
+    JsonOption,
+    VerboseOption,
+    console,
+    emit_json,
+    fail,
+    settings_or_exit,
+    setup_logging,
+)
+from cowrieprocessor.db import schema
+from cowrieprocessor.db.engine import create_engine, redact_url
+from cowrieprocessor.enrichment.refresh import RefreshOptions, RefreshResult, refresh
+from cowrieprocessor.enrichment.settings import SERVICE_NAMES
+from cowrieprocessor.enrichment.targets import IdFilter, Mode
+
+EXIT_INTERRUPTED = 130
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to `app`."""
+    """Add the ``refresh`` command to ``app``."""
+    app.command("refresh")(refresh_command)
+
+
+def refresh_command(
+    sessions: Annotated[
+        int, typer.Option("--sessions", min=0, help="Sessions to enrich at most (0: all).")
+    ] = 0,
+    files: Annotated[
+        int, typer.Option("--files", min=0, help="Files to enrich at most (0: all).")
+    ] = 0,
+    passwords: Annotated[
+        int,
+        typer.Option("--passwords", min=0, help="Distinct passwords to enrich at most (0: all)."),
+    ] = 0,
+    services: Annotated[
+        str | None,
+        typer.Option(
+            help=f"Comma-separated services to use (default: all of {','.join(SERVICE_NAMES)}).",
+            show_default=False,
+        ),
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            help="Only rows from this time on (ISO date or date-time; UTC when no zone).",
+            show_default=False,
+        ),
+    ] = None,
+    only_missing: Annotated[
+        bool,
+        typer.Option(
+            "--only-missing",
+            help="Rows without an outcome or whose outcome is retried (errors, changeable "
+            "skips). The default.",
+        ),
+    ] = False,
+    stale: Annotated[
+        bool,
+        typer.Option(
+            "--stale", help="Also rows whose stored outcome is older than the service's TTL."
+        ),
+    ] = False,
+    all_rows: Annotated[
+        bool, typer.Option("--all", help="Every row (fresh cache entries are still used).")
+    ] = False,
+    ids_from: Annotated[
+        Path | None,
+        typer.Option(
+            "--ids-from",
+            help="Only these sessions: a file with one 'sensor<TAB>session_id' or "
+            "'session_id' per line.",
+            show_default=False,
+        ),
+    ] = None,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", min=1, help="Rows per committed transaction.")
+    ] = 200,
+    db: DbOption = None,
+    cache_dir: Annotated[
+        Path | None,
+        typer.Option(help="Enrichment cache directory (default: settings).", show_default=False),
+    ] = None,
+    status_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where enrichment_refresh.json is kept (default: "
+            "~/.cache/cowrieprocessor/status).",
+            show_default=False,
+        ),
+    ] = None,
+    vt_api_key: Annotated[
+        str | None,
+        typer.Option(help="VirusTotal key, or env:NAME / file:PATH.", show_default=False),
+    ] = None,
+    dshield_email: Annotated[
+        str | None,
+        typer.Option(help="Contact e-mail DShield asks for.", show_default=False),
+    ] = None,
+    urlhaus_api_key: Annotated[
+        str | None,
+        typer.Option(help="URLhaus Auth-Key, or env:NAME / file:PATH.", show_default=False),
+    ] = None,
+    spur_api_key: Annotated[
+        str | None,
+        typer.Option(help="Spur token, or env:NAME / file:PATH.", show_default=False),
+    ] = None,
+    json: JsonOption = False,
+    config: ConfigOption = None,
+    verbose: VerboseOption = False,
+) -> None:
+    """Look up every session, file and password that has no outcome yet (or a stale one)
+    and store the outcome on the row. Safe to stop and rerun."""
+    setup_logging(verbose)
+    if sum((only_missing, stale, all_rows)) > 1:
+        fail("choose one of --only-missing, --stale and --all", EXIT_USAGE, as_json=json)
+    mode = Mode.ALL if all_rows else Mode.STALE if stale else Mode.ONLY_MISSING
+    settings = settings_or_exit(
+        config,
+        db_url=db,
+        cache_dir=cache_dir,
+        status_dir=status_dir,
+        vt_api_key=vt_api_key,
+        dshield_email=dshield_email,
+        urlhaus_api_key=urlhaus_api_key,
+        spur_api_key=spur_api_key,
+    )
+    try:
+        ids = IdFilter.from_file(ids_from) if ids_from is not None else None
+        options = RefreshOptions(
+            sessions=sessions,
+            files=files,
+            passwords=passwords,
+            services=_services(services),
+            since=_since(since),
+            mode=mode,
+            ids=ids,
+            batch_size=batch_size,
+        )
+    except (OSError, ValueError) as error:
+        fail(str(error), EXIT_USAGE, as_json=json)
+
+    engine = create_engine(settings.db_url, pool_size=1, max_overflow=1)
+    try:
+        schema.ensure_current(engine)
+    except schema.SchemaVersionError as error:
+        fail(str(error), EXIT_USAGE, as_json=json)
+    except Exception as error:  # connection refused, bad URL, permissions
+        fail(f"cannot open {redact_url(settings.db_url)}: {error}", EXIT_USAGE, as_json=json)
+
+    show_progress = sys.stderr.isatty() and not json
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not show_progress,
+        transient=True,
+    )
+    task = bar.add_task("enriching", total=None)
+
+    def on_progress(kind: str, done: int, total: int) -> None:
+        bar.update(task, completed=done, total=total or None, description=kind)
+
+    try:
+        with bar:
+            result = refresh(engine, settings, options, progress=on_progress)
+    except KeyboardInterrupt:
+        console.print("interrupted; committed rows are kept, run again to go on", markup=False)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    finally:
+        engine.dispose()
+
+    if json:
+        emit_json(result.as_dict() | {"db": redact_url(settings.db_url)})
+    else:
+        _print_summary(result)
+    if result.exit_code:
+        failed = ", ".join(result.failed_services)
+        console.print(f"error: every lookup failed for: {failed}", markup=False)
+        raise typer.Exit(result.exit_code)
+
+
+def _services(text: str | None) -> tuple[str, ...]:
+    if text is None:
+        return SERVICE_NAMES
+    names = tuple(dict.fromkeys(part.strip().lower() for part in text.split(",") if part.strip()))
+    if not names:
+        raise ValueError("--services names no service")
+    return names
+
+
+def _since(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(f"--since {text!r} is not an ISO date or date-time") from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _print_summary(result: RefreshResult) -> None:
+    data = result.as_dict()
+    rows = Table(title="cowrie-enrich refresh", title_justify="left")
+    for column in ("rows", "total", "scanned", "enriched"):
+        rows.add_column(column, justify="left" if column == "rows" else "right")
+    for kind, counts in data["rows"].items():
+        rows.add_row(kind, *(f"{counts[name]:,}" for name in ("total", "scanned", "enriched")))
+    console.print(rows)
+
+    outcomes = Table(show_header=True, title_justify="left")
+    for column in ("service", "outcome", "rows"):
+        outcomes.add_column(column, justify="right" if column == "rows" else "left")
+    for service, counts in data["outcomes"].items():
+        for label, number in counts.items():
+            outcomes.add_row(service, label, f"{number:,}")
+    console.print(outcomes)
+
+    lookups = data["lookups"]
+    for service, stats in lookups.items():
+        console.print(
+            f"{service}: {stats['api_calls']} API calls, {stats['cache_hits']} cache hits, "
+            f"{stats['cache_misses']} cache misses",
+            markup=False,
+        )
+    for service, message in data["last_errors"].items():
+        console.print(f"last error of {service}: {message}", markup=False)
+    if data["status_file"]:
+        console.print(f"status file: {data['status_file']}", markup=False)

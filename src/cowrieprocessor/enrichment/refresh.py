@@ -1,0 +1,486 @@
+"""``cowrie-enrich refresh``: the backfill that writes an outcome onto every row.
+
+The job walks files, then sessions, then distinct passwords (see
+:mod:`cowrieprocessor.enrichment.targets`), asks :class:`EnrichmentService` for the
+services each row still needs, and writes the outcome envelopes:
+
+* ``files.vt_analysis`` (VirusTotal by sha256) and ``files.urlhaus`` (URLhaus by URL);
+* ``session_summaries.enrichment[service]`` for dshield, urlhaus (host), spur and, with a
+  VirusTotal key, virustotal (IP reputation), plus ``dshield_flagged`` and ``vt_flagged``;
+* ``password_enrichment`` (one row per distinct ``password_sha256``, inserted when
+  missing) with ``hibp``, ``breached`` and ``breach_count``.
+
+Stopping and resuming: each page of rows is looked up first, outside any transaction,
+then written in one transaction that re-reads the rows it changes, merges in Python and
+writes each row with one UPDATE (so SQLite and PostgreSQL behave the same), and commits.
+Ctrl-C or SIGKILL loses at most the page in flight; its definitive answers are already in
+the cache, so the next run writes them without asking the provider again, and rows that
+hold definitive outcomes are not selected again. A new outcome that is not definitive
+(an error, a skip) never replaces a stored definitive one: old data beats no data, and
+the row stays eligible for the next ``--stale`` run.
+
+Flags always follow the JSON: ``dshield_flagged`` is True for a DShield success, False
+for not found and None otherwise; ``vt_flagged`` is True when any file of the session
+with a hash is malicious per VirusTotal, None while any such file lacks a definitive
+VirusTotal outcome, else False (also for sessions without files). It is recomputed for
+every session written and for the sessions of every file written.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from cowrieprocessor.config import Settings
+from cowrieprocessor.db.engine import is_postgres
+from cowrieprocessor.db.textrule import decode_text, encode_json
+from cowrieprocessor.enrichment.cache import Cache
+from cowrieprocessor.enrichment.cache.factory import build_cache, ttl_policy
+from cowrieprocessor.enrichment.http import LimiterRegistry, ServiceClient
+from cowrieprocessor.enrichment.outcome import Outcome, Status
+from cowrieprocessor.enrichment.service import EnrichmentService
+from cowrieprocessor.enrichment.services import is_flagged, is_malicious
+from cowrieprocessor.enrichment.settings import SERVICE_NAMES
+from cowrieprocessor.enrichment.status import STATUS_FILE_NAME, RunCounters, StatusFile
+from cowrieprocessor.enrichment.targets import (
+    FILES,
+    PASSWORDS,
+    SESSIONS,
+    IdFilter,
+    Mode,
+    count_rows,
+    file_pages,
+    needs_lookup,
+    password_pages,
+    read_envelope,
+    session_keys,
+    session_pages,
+)
+
+logger = logging.getLogger(__name__)
+
+#: Called after each row is looked up: (kind, rows scanned of that kind, total rows).
+ProgressCallback = Callable[[str, int, int], None]
+
+_FILE_COLUMNS = {"virustotal": "vt_analysis", "urlhaus": "urlhaus"}
+
+
+@dataclass(frozen=True)
+class RefreshOptions:
+    """What a refresh does. Row limits count rows written; 0 means no limit."""
+
+    sessions: int = 0
+    files: int = 0
+    passwords: int = 0
+    services: tuple[str, ...] = SERVICE_NAMES
+    since: datetime | None = None
+    mode: Mode = Mode.ONLY_MISSING
+    ids: IdFilter | None = None
+    batch_size: int = 200
+
+    def __post_init__(self) -> None:
+        unknown = [name for name in self.services if name not in SERVICE_NAMES]
+        if unknown:
+            raise ValueError(
+                f"unknown service(s) {', '.join(unknown)}; expected {', '.join(SERVICE_NAMES)}"
+            )
+        if min(self.sessions, self.files, self.passwords) < 0:
+            raise ValueError("row limits must be 0 (all) or positive")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
+        if self.since is not None and self.since.tzinfo is None:
+            raise ValueError("since must be timezone-aware")
+
+
+@dataclass
+class RefreshResult:
+    """The outcome of one run: counters, per-service lookups and the verdict."""
+
+    counters: RunCounters
+    service: EnrichmentService
+    status_path: Path | None
+    failed_services: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        """1 when a service failed for every lookup it attempted, else 0."""
+        return 1 if self.failed_services else 0
+
+    def as_dict(self) -> dict[str, Any]:
+        """The ``--json`` summary: the status document plus the verdict."""
+        summary = self.counters.snapshot(self.service.stats)
+        summary["ok"] = not self.failed_services
+        summary["failed_services"] = list(self.failed_services)
+        summary["status_file"] = str(self.status_path) if self.status_path else None
+        return summary
+
+
+def refresh(
+    engine: Engine,
+    settings: Settings,
+    options: RefreshOptions | None = None,
+    *,
+    cache: Cache | None = None,
+    clients: Mapping[str, ServiceClient] | None = None,
+    limiters: LimiterRegistry | None = None,
+    status_dir: Path | None = None,
+    progress: ProgressCallback | None = None,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> RefreshResult:
+    """Run one refresh over ``engine``'s database (see the module docstring).
+
+    ``cache`` defaults to :func:`build_cache` of the settings; ``clients`` to one client
+    per selected service built from the settings (closed at the end); the status file
+    goes to ``status_dir`` (default ``settings.status_dir``). ``now`` decides staleness.
+
+    Raises:
+        KeyboardInterrupt: re-raised after the status file says ``interrupted``.
+        sqlalchemy.exc.SQLAlchemyError: the database failed; committed pages stay.
+    """
+    options = options or RefreshOptions()
+    own_clients = clients is None
+    if clients is None:
+        clients = {
+            name: ServiceClient.from_settings(name, settings, limiters=limiters)
+            for name in options.services
+        }
+    else:
+        clients = {name: c for name, c in clients.items() if name in options.services}
+    own_cache = cache is None
+    cache = cache if cache is not None else build_cache(settings, engine)
+    service = EnrichmentService(clients, cache)
+    counters = RunCounters(mode=str(options.mode), services=list(clients))
+    directory = status_dir if status_dir is not None else settings.status_dir
+    status_path = directory / STATUS_FILE_NAME
+
+    def snapshot() -> dict[str, Any]:
+        service.refresh_api_calls()
+        return counters.snapshot(service.stats)
+
+    status = StatusFile(status_path, snapshot)
+    job = _Job(engine, settings, options, service, counters, status, progress, now)
+    try:
+        for kind, total in count_rows(engine, options.since).items():
+            counters.rows[kind].total = total
+        status.write()
+        job.run()
+        counters.state = "finished"
+    except KeyboardInterrupt:
+        counters.state = "interrupted"
+        raise
+    except BaseException:
+        counters.state = "failed"
+        raise
+    finally:
+        status.write()
+        if own_clients:
+            for client in clients.values():
+                client.close()
+        if own_cache:
+            cache.close()
+    service.refresh_api_calls()
+    result = RefreshResult(counters, service, status_path, service.failed_services())
+    for name in result.failed_services:
+        logger.error("%s failed for every lookup: %s", name, service.stats[name].last_error)
+    return result
+
+
+class _Job:
+    """The walk itself; one instance per run."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        settings: Settings,
+        options: RefreshOptions,
+        service: EnrichmentService,
+        counters: RunCounters,
+        status: StatusFile,
+        progress: ProgressCallback | None,
+        now: Callable[[], datetime],
+    ) -> None:
+        self.engine = engine
+        self.options = options
+        self.service = service
+        self.counters = counters
+        self.status = status
+        self.progress = progress
+        self.now = now
+        self.policy = ttl_policy(settings)
+        self.pg = is_postgres(engine)
+
+    def run(self) -> None:
+        self._files()
+        self._sessions()
+        self._passwords()
+
+    # Selection ------------------------------------------------------------------------
+
+    def _wanted(self, stored: Mapping[str, Any], services: Collection[str]) -> list[str]:
+        moment = self.now()
+        return [
+            name
+            for name in services
+            if needs_lookup(stored.get(name), name, self.options.mode, self.policy, moment)
+        ]
+
+    def _room(self, kind: str, limit: int) -> bool:
+        return limit == 0 or self.counters.rows[kind].enriched < limit
+
+    def _tick(self, kind: str) -> None:
+        counts = self.counters.rows[kind]
+        counts.scanned += 1
+        if self.progress is not None:
+            total = sum(r.total for r in self.counters.rows.values())
+            self.progress(kind, sum(r.scanned for r in self.counters.rows.values()), total)
+
+    # Files ----------------------------------------------------------------------------
+
+    def _files(self) -> None:
+        services = [s for s in ("virustotal", "urlhaus") if s in self.service.services]
+        if not services:
+            return
+        opts = self.options
+        for page in file_pages(self.engine, opts.since, opts.ids, opts.batch_size):
+            pending: list[tuple[Any, dict[str, Outcome]]] = []
+            for row in page:
+                limit = opts.files
+                if limit and self.counters.rows["files"].enriched + len(pending) >= limit:
+                    break
+                stored = {"virustotal": row.vt_analysis, "urlhaus": row.urlhaus}
+                wanted = self._wanted(stored, services)
+                if wanted:
+                    url = decode_text(row.url) if row.url is not None else None
+                    name = decode_text(row.filename) if row.filename is not None else None
+                    outcomes = self.service.enrich_file(row.shasum, name, url, services=wanted)
+                    pending.append((row, outcomes))
+                self._tick("files")
+                self.status.maybe_write()
+            if pending:
+                self._write_files(pending)
+            if not self._room("files", opts.files):
+                return
+
+    def _write_files(self, pending: list[tuple[Any, dict[str, Outcome]]]) -> None:
+        ids = [row.id for row, _ in pending]
+        with self.engine.begin() as conn:
+            current = {
+                r.id: r
+                for r in conn.execute(
+                    self._locked(
+                        select(FILES.c.id, FILES.c.vt_analysis, FILES.c.urlhaus).where(
+                            FILES.c.id.in_(ids)
+                        )
+                    )
+                )
+            }
+            for row, outcomes in pending:
+                now_row = current.get(row.id)
+                if now_row is None:
+                    continue
+                values: dict[str, Any] = {}
+                for name, outcome in outcomes.items():
+                    column = _FILE_COLUMNS[name]
+                    values[column] = _merged(getattr(now_row, column), outcome)
+                    self.counters.count_outcome(outcome)
+                conn.execute(update(FILES).where(FILES.c.id == row.id).values(**values))
+            self._update_vt_flags(conn, session_keys(row for row, _ in pending))
+        self.counters.rows["files"].enriched += len(pending)
+        self.status.maybe_write()
+
+    # Sessions -------------------------------------------------------------------------
+
+    def _sessions(self) -> None:
+        services = [s for s in ("dshield", "urlhaus", "spur") if s in self.service.services]
+        if self.service.uses_vt_ip():
+            services.append("virustotal")
+        if not services:
+            return
+        opts = self.options
+        for page in session_pages(self.engine, opts.since, opts.ids, opts.batch_size):
+            pending: list[tuple[Any, dict[str, Outcome]]] = []
+            for row in page:
+                limit = opts.sessions
+                if limit and self.counters.rows["sessions"].enriched + len(pending) >= limit:
+                    break
+                stored = row.enrichment if isinstance(row.enrichment, dict) else {}
+                wanted = self._wanted(stored, services)
+                if wanted:
+                    src_ip = decode_text(row.src_ip) if row.src_ip is not None else None
+                    outcomes = self.service.enrich_session(
+                        decode_text(row.session_id), src_ip, services=wanted
+                    )
+                    pending.append((row, outcomes))
+                self._tick("sessions")
+                self.status.maybe_write()
+            if pending:
+                self._write_sessions(pending)
+            if not self._room("sessions", opts.sessions):
+                return
+
+    def _write_sessions(self, pending: list[tuple[Any, dict[str, Outcome]]]) -> None:
+        ids = [row.id for row, _ in pending]
+        s = SESSIONS.c
+        with self.engine.begin() as conn:
+            current = {
+                r.id: r.enrichment
+                for r in conn.execute(
+                    self._locked(select(s.id, s.enrichment).where(s.id.in_(ids)))
+                )
+            }
+            flags = self._vt_flags(conn, session_keys(row for row, _ in pending))
+            moment = self.now()
+            for row, outcomes in pending:
+                if row.id not in current:
+                    continue
+                stored = current[row.id]
+                merged = dict(stored) if isinstance(stored, dict) else {}
+                for name, outcome in outcomes.items():
+                    merged[name] = _merged(merged.get(name), outcome)
+                    self.counters.count_outcome(outcome)
+                conn.execute(
+                    update(SESSIONS)
+                    .where(s.id == row.id)
+                    .values(
+                        enrichment=merged,
+                        dshield_flagged=_dshield_flag(merged.get("dshield")),
+                        vt_flagged=flags.get((row.sensor, row.session_id), False),
+                        updated_at=moment,
+                    )
+                )
+        self.counters.rows["sessions"].enriched += len(pending)
+        self.status.maybe_write()
+
+    def _vt_flags(
+        self, conn: Connection, keys: set[tuple[str, str]]
+    ) -> dict[tuple[str, str], bool | None]:
+        """``vt_flagged`` of each session in ``keys`` from its files' VirusTotal outcomes."""
+        flags: dict[tuple[str, str], bool | None] = dict.fromkeys(keys, False)
+        session_ids = sorted({session_id for _, session_id in keys})
+        f = FILES.c
+        for start in range(0, len(session_ids), 500):
+            rows = conn.execute(
+                select(f.sensor, f.session_id, f.vt_analysis).where(
+                    f.session_id.in_(session_ids[start : start + 500]), f.shasum.is_not(None)
+                )
+            )
+            for row in rows:
+                key = (row.sensor, row.session_id)
+                if key not in flags or flags[key] is True:
+                    continue
+                outcome = read_envelope(row.vt_analysis)
+                if outcome is not None and is_malicious(outcome):
+                    flags[key] = True
+                elif outcome is None or outcome.retry_later:
+                    flags[key] = None
+        return flags
+
+    def _update_vt_flags(self, conn: Connection, keys: set[tuple[str, str]]) -> None:
+        s = SESSIONS.c
+        for (sensor, session_id), flag in self._vt_flags(conn, keys).items():
+            conn.execute(
+                update(SESSIONS)
+                .where(s.sensor == sensor, s.session_id == session_id)
+                .values(vt_flagged=flag)
+            )
+
+    # Passwords ------------------------------------------------------------------------
+
+    def _passwords(self) -> None:
+        if "hibp" not in self.service.services:
+            return
+        opts = self.options
+        for page in password_pages(self.engine, opts.since, opts.ids, opts.batch_size):
+            pending: list[tuple[Any, Outcome]] = []
+            for row in page:
+                limit = opts.passwords
+                if limit and self.counters.rows["passwords"].enriched + len(pending) >= limit:
+                    break
+                if self._wanted({"hibp": row.hibp}, ["hibp"]):
+                    outcome = self.service.enrich_password(decode_text(row.password))
+                    pending.append((row, outcome))
+                self._tick("passwords")
+                self.status.maybe_write()
+            if pending:
+                self._write_passwords(pending)
+            if not self._room("passwords", opts.passwords):
+                return
+
+    def _write_passwords(self, pending: list[tuple[Any, Outcome]]) -> None:
+        p = PASSWORDS.c
+        hashes = [row.password_sha256 for row, _ in pending]
+        moment = self.now()
+        with self.engine.begin() as conn:
+            current = {
+                r.password_sha256: r.hibp
+                for r in conn.execute(
+                    self._locked(
+                        select(p.password_sha256, p.hibp).where(p.password_sha256.in_(hashes))
+                    )
+                )
+            }
+            for row, outcome in pending:
+                self.counters.count_outcome(outcome)
+                envelope = _merged(current.get(row.password_sha256), outcome)
+                kept = read_envelope(envelope)
+                breached, count = _breach(kept)
+                values = {
+                    "hibp": envelope,
+                    "breached": breached,
+                    "breach_count": count,
+                    "updated_at": moment,
+                }
+                if row.password_sha256 in current:
+                    conn.execute(
+                        update(PASSWORDS)
+                        .where(p.password_sha256 == row.password_sha256)
+                        .values(**values)
+                    )
+                    continue
+                insert = (postgresql.insert if self.pg else sqlite.insert)(PASSWORDS)
+                # A concurrent refresh may have inserted it since the page was read: its
+                # row wins, and the next run sees it as done or retries it.
+                conn.execute(
+                    insert.values(
+                        password_sha256=row.password_sha256, **values
+                    ).on_conflict_do_nothing(index_elements=["password_sha256"])
+                )
+        self.counters.rows["passwords"].enriched += len(pending)
+        self.status.maybe_write()
+
+    def _locked(self, query: Any) -> Any:
+        # SQLite's BEGIN IMMEDIATE already holds the write lock; PostgreSQL needs the rows
+        # locked so a concurrent refresh cannot merge into the same JSON at once.
+        return query.with_for_update() if self.pg else query
+
+
+def _merged(stored: Any, outcome: Outcome) -> dict[str, Any]:
+    """The envelope to store: the new one, unless it would replace a definitive answer
+    with an error or a skip. Stored text goes through the text rule."""
+    old = read_envelope(stored)
+    if old is not None and old.definitive and not outcome.definitive:
+        return dict(stored)
+    envelope: dict[str, Any] = encode_json(outcome.to_envelope())
+    return envelope
+
+
+def _dshield_flag(stored: Any) -> bool | None:
+    outcome = read_envelope(stored)
+    if outcome is None or not outcome.definitive:
+        return None
+    return is_flagged(outcome)
+
+
+def _breach(outcome: Outcome | None) -> tuple[bool | None, int | None]:
+    if outcome is None or not outcome.definitive:
+        return None, None
+    if outcome.status == Status.SUCCESS:
+        return True, int((outcome.data or {}).get("count", 0))
+    return False, 0

@@ -1,0 +1,249 @@
+"""The enrichment service: ask the in-run memo, then the cache, then the provider.
+
+:class:`EnrichmentService` is what the refresh job (and any other caller) uses to turn a
+session's source IP, a file's hash and URL, or a password into outcomes. For each
+``(service, endpoint, key)`` it decides once per run, in this order:
+
+1. the in-run memo: a key already looked up in this run gets the same outcome again,
+   whatever it was (so a failing key is not hammered within one run);
+2. the cache, when it holds a fresh entry (success or not found);
+3. the service's client, which never raises: local refusals (not routable, no key)
+   cost no request, and a stopped or paused service answers ``skipped`` at once.
+
+Only definitive outcomes are stored in the cache; errors and skips never are, so the
+next run tries them again. A cache that cannot be written (disk full) is logged and the
+run goes on without it.
+
+Cache keys are the service's normalised keys without the endpoint: the endpoints of one
+service take disjoint kinds of keys (URLhaus: host names or addresses, full URLs with a
+scheme, hex digests; VirusTotal: hex digests, addresses), so they cannot collide. HIBP is
+cached per range (the 5-hex prefix), and a password's outcome is derived from its range.
+
+Not thread-safe: one service per thread (the clients it wraps are thread-safe).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from cowrieprocessor.enrichment.cache import Cache
+from cowrieprocessor.enrichment.http import ServiceClient
+from cowrieprocessor.enrichment.outcome import Outcome, SkipReason, Status
+from cowrieprocessor.enrichment.services import password_outcome, password_sha1, range_prefix
+
+logger = logging.getLogger(__name__)
+
+#: The services ``enrich_session`` asks, in order (VirusTotal only with a key).
+SESSION_SERVICES = ("dshield", "urlhaus", "spur", "virustotal")
+#: The services ``enrich_file`` asks.
+FILE_SERVICES = ("virustotal", "urlhaus")
+PASSWORD_SERVICE = "hibp"  # noqa: S105 - a service name, not a password
+
+#: Skip reasons that mean the service itself could not be used (not the key's fault):
+#: such lookups count as attempted and failed, like errors.
+SERVICE_FAILURE_REASONS = frozenset(
+    {str(SkipReason.AUTH_FAILED), str(SkipReason.QUOTA_SPENT), str(SkipReason.BACKING_OFF)}
+)
+
+
+@dataclass
+class LookupStats:
+    """What one service did in this run, counted per distinct key (not per row).
+
+    ``attempted`` counts the client's answers that involved the provider (a request, or
+    a skip because the service was stopped or paused); ``failed`` those among them that
+    were not definitive. ``api_calls`` is read from the client (retries included).
+    """
+
+    service: str
+    memo_hits: int = 0
+    cache_hits: int = 0
+    cache_misses: int = 0
+    attempted: int = 0
+    failed: int = 0
+    api_calls: int = 0
+    last_error: str | None = None
+
+    @property
+    def all_failed(self) -> bool:
+        """True when the service failed for every lookup it attempted (at least one)."""
+        return self.attempted > 0 and self.failed == self.attempted
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "memo_hits": self.memo_hits,
+            "cache_hits": self.cache_hits,
+            "cache_misses": self.cache_misses,
+            "attempted": self.attempted,
+            "failed": self.failed,
+            "api_calls": self.api_calls,
+            "last_error": self.last_error,
+        }
+
+
+@dataclass
+class EnrichmentService:
+    """Outcomes for sessions, files and passwords, through memo, cache and clients.
+
+    Args:
+        clients: one client per service name; a service without a client is not asked
+            (its outcomes are simply absent from the results).
+        cache: where definitive outcomes are kept between runs.
+    """
+
+    clients: Mapping[str, ServiceClient]
+    cache: Cache
+    stats: dict[str, LookupStats] = field(default_factory=dict)
+    _memo: dict[tuple[str, str, str], Outcome] = field(default_factory=dict, repr=False)
+    _sent_before: dict[str, int] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        for name, client in self.clients.items():
+            self.stats.setdefault(name, LookupStats(name))
+            self._sent_before[name] = client.requests_sent
+
+    @property
+    def services(self) -> Collection[str]:
+        return self.clients.keys()
+
+    def uses_vt_ip(self) -> bool:
+        """VirusTotal IP reputation is asked only when a VirusTotal key is set."""
+        client = self.clients.get("virustotal")
+        return client is not None and client.settings.api_key is not None
+
+    # Lookups by kind ------------------------------------------------------------------
+
+    def enrich_session(
+        self, session_id: str, src_ip: str | None, *, services: Collection[str] | None = None
+    ) -> dict[str, Outcome]:
+        """Outcomes for a session's source IP: dshield, urlhaus (host), spur, virustotal.
+
+        ``services`` limits which are asked (default: every one with a client).
+        ``session_id`` only names the session in debug logs. An address that is not
+        global (or no address) ends as ``skipped``/``not_routable`` without I/O.
+        """
+        logger.debug("enriching session %r", session_id)
+        results: dict[str, Outcome] = {}
+        for name in SESSION_SERVICES:
+            if name not in self.clients or (services is not None and name not in services):
+                continue
+            if name == "virustotal":
+                if not self.uses_vt_ip():
+                    continue
+                results[name] = self.lookup(name, src_ip, "ip")
+            elif name == "urlhaus":
+                results[name] = self.lookup(name, src_ip, "host")
+            else:
+                results[name] = self.lookup(name, src_ip)
+        return results
+
+    def enrich_file(
+        self,
+        file_hash: str | None,
+        filename: str | None = None,
+        url: str | None = None,
+        *,
+        services: Collection[str] | None = None,
+    ) -> dict[str, Outcome]:
+        """Outcomes for a download or upload: virustotal (file), urlhaus (url).
+
+        ``services`` limits which are asked (default: every one with a client). A file
+        without a hash (a failed transfer) is ``skipped``/``not_applicable`` for
+        VirusTotal; one without a real URL (uploads, Cowrie's ``/dev/null``) likewise for
+        URLhaus. ``filename`` only names the file in debug logs.
+        """
+        logger.debug("enriching file %r (%r)", file_hash, filename)
+        wanted = [
+            name
+            for name in FILE_SERVICES
+            if name in self.clients and (services is None or name in services)
+        ]
+        results: dict[str, Outcome] = {}
+        if "virustotal" in wanted:
+            results["virustotal"] = self.lookup("virustotal", file_hash, "file")
+        if "urlhaus" in wanted:
+            results["urlhaus"] = self.lookup("urlhaus", url, "url")
+        return results
+
+    def enrich_password(self, password: str) -> Outcome:
+        """HIBP's outcome for the original (decoded) password, via its cached range.
+
+        The outcome's key is the password's upper-case SHA-1; only its 5-hex prefix is
+        ever sent.
+
+        Raises:
+            KeyError: there is no HIBP client.
+        """
+        sha1 = password_sha1(password)
+        range_outcome = self.lookup(PASSWORD_SERVICE, range_prefix(sha1))
+        return password_outcome(sha1, range_outcome)
+
+    # The one lookup path --------------------------------------------------------------
+
+    def lookup(self, service: str, key: str | None, endpoint: str | None = None) -> Outcome:
+        """The outcome of ``key`` at ``service``/``endpoint``: memo, cache, then client.
+
+        Raises:
+            KeyError: there is no client for ``service``.
+        """
+        client = self.clients[service]
+        stats = self.stats[service]
+        endpoint = client.service.resolve_endpoint(endpoint)
+        local = client.service.check(key, endpoint)
+        if local is not None:
+            # Refused locally (not routable, no key): no cache, no memo needed, no I/O.
+            return client.lookup(key, endpoint)
+
+        cache_key = client.service.normalize_key(key or "", endpoint)
+        memo_key = (service, endpoint, cache_key)
+        found = self._memo.get(memo_key)
+        if found is not None:
+            stats.memo_hits += 1
+            return found
+
+        entry = self.cache.get_cached(service, cache_key)
+        if entry is not None:
+            stats.cache_hits += 1
+            logger.debug("%s %s: cache hit (%s)", service, endpoint, entry.outcome.status)
+            self._memo[memo_key] = entry.outcome
+            return entry.outcome
+
+        stats.cache_misses += 1
+        outcome = client.lookup(cache_key, endpoint)
+        self._count(stats, outcome)
+        if outcome.definitive:
+            self._store(outcome)
+        self._memo[memo_key] = outcome
+        return outcome
+
+    def refresh_api_calls(self) -> None:
+        """Update ``stats[*].api_calls`` from the clients' request counters."""
+        for name, client in self.clients.items():
+            self.stats[name].api_calls = client.requests_sent - self._sent_before[name]
+
+    def failed_services(self) -> list[str]:
+        """Services that failed for every lookup they attempted in this run."""
+        return sorted(name for name, stats in self.stats.items() if stats.all_failed)
+
+    def _count(self, stats: LookupStats, outcome: Outcome) -> None:
+        involved = outcome.status != Status.SKIPPED or outcome.reason in SERVICE_FAILURE_REASONS
+        if not involved:
+            return
+        stats.attempted += 1
+        if not outcome.definitive:
+            stats.failed += 1
+            stats.last_error = f"{outcome.status}/{outcome.reason}: {outcome.message or ''}"
+
+    def _store(self, outcome: Outcome) -> None:
+        try:
+            self.cache.store_cached(outcome)
+        except OSError as exc:
+            # The outcome still reaches the database; only the next run pays for it again.
+            logger.warning(
+                "%s: cannot store in the cache (%s); going on without it",
+                outcome.service,
+                type(exc).__name__,
+            )
