@@ -34,7 +34,7 @@ from tests.conftest import SHARED_LOGS
 _ALL_NONE: dict[str, Any] = {
     field.name: None
     for field in dataclasses.fields(ParsedEvent)
-    if field.name not in ("payload", "event_hash")
+    if field.name not in ("payload", "event_hash", "payload_json")
 }
 _ALL_NONE["problems"] = ()
 
@@ -343,10 +343,10 @@ def test_parse_line_fields(line: bytes, expected: dict[str, Any]) -> None:
     assert _fields(event) == expected
     # The payload is the line's object with only the text rule applied.
     assert decode_json(event.payload) == json.loads(line)
-    assert (
-        event.event_hash
-        == hashlib.sha256(orjson.dumps(event.payload, option=orjson.OPT_SORT_KEYS)).hexdigest()
-    )
+    canonical = orjson.dumps(event.payload, option=orjson.OPT_SORT_KEYS)
+    assert event.event_hash == hashlib.sha256(canonical).hexdigest()
+    # The stored JSON text is that same canonical form.
+    assert event.payload_json == canonical.decode()
 
 
 def test_payload_is_unchanged_when_no_rule_applies() -> None:

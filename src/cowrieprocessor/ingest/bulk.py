@@ -75,26 +75,39 @@ class DuplicateKey(Exception):
 
 
 def insert_rows(
-    conn: Connection, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]
+    conn: Connection,
+    table: str,
+    columns: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+    *,
+    converted: bool = False,
 ) -> None:
     """Insert ``rows`` (tuples in ``columns`` order) into ``table`` as fast as the driver
-    allows. Raises :class:`DuplicateKey` when a unique key is stored already; the
-    caller's transaction is then unusable and must be rolled back."""
+    allows. ``converted`` rows hold driver values already (see :func:`driver_value`).
+    Raises :class:`DuplicateKey` when a unique key is stored already; the caller's
+    transaction is then unusable and must be rolled back."""
     names = ", ".join(columns)
     cursor = _dbapi_cursor(conn)
     if conn.dialect.name == "postgresql":
         try:
             with cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
-                for row in rows:
-                    copy.write_row([_pg_value(v) for v in row])
+                if converted:
+                    for row in rows:
+                        copy.write_row(row)
+                else:
+                    for row in rows:
+                        copy.write_row([_pg_value(v) for v in row])
         except psycopg.errors.UniqueViolation as error:
             raise DuplicateKey(f"{table}: {error.diag.message_detail}") from error
         return
     marks = ", ".join("?" for _ in columns)
-    cursor.executemany(
-        f"INSERT INTO {table} ({names}) VALUES ({marks})",
-        ([_sqlite_value(v) for v in row] for row in rows),
-    )
+    values = rows if converted else ([_sqlite_value(v) for v in row] for row in rows)
+    cursor.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks})", values)
+
+
+def sqlite_time(value: datetime | None) -> str | None:
+    """A timestamp as SQLAlchemy stores it on SQLite (naive UTC text)."""
+    return None if value is None else value.astimezone(UTC).strftime(_SQLITE_TIME)
 
 
 def _pg_value(value: Any) -> Any:
@@ -105,7 +118,7 @@ def _pg_value(value: Any) -> Any:
 
 def _sqlite_value(value: Any) -> Any:
     if isinstance(value, datetime):
-        return value.astimezone(UTC).strftime(_SQLITE_TIME)
+        return sqlite_time(value)
     if isinstance(value, dict | list):
         return _json_text(value)
     if isinstance(value, bool):

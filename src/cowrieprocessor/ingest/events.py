@@ -148,6 +148,9 @@ class ParsedEvent:
     hassh: str | None
     duration_seconds: float | None
     problems: tuple[str, ...]
+    #: ``payload`` as canonical JSON text (sorted keys, compact): what is hashed, and
+    #: what the writer stores, so the payload is serialised once per event.
+    payload_json: str
 
 
 # The frozen dataclass __init__ sets each of the 23 fields through object.__setattr__,
@@ -170,7 +173,12 @@ def _new_event(*values: Any) -> ParsedEvent:
 
 
 def canonical_hash(encoded_payload: dict[str, Any]) -> str:
-    """SHA-256 hex of a payload's canonical JSON (sorted keys, compact, UTF-8).
+    """SHA-256 hex of a payload's canonical JSON (sorted keys, compact, UTF-8)."""
+    return hashlib.sha256(canonical_json(encoded_payload)).hexdigest()
+
+
+def canonical_json(encoded_payload: dict[str, Any]) -> bytes:
+    """A payload's canonical JSON (sorted keys, compact, UTF-8).
 
     The same event written with other spacing, key order or escaping hashes the same,
     which is how a renamed or recompressed copy of a log is recognised. Payloads orjson
@@ -183,7 +191,7 @@ def canonical_hash(encoded_payload: dict[str, Any]) -> str:
         canonical = json.dumps(
             encoded_payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False
         ).encode("utf-8", "surrogatepass")
-    return hashlib.sha256(canonical).hexdigest()
+    return canonical
 
 
 def _refuse_constant(name: str) -> Any:
@@ -361,9 +369,10 @@ def _build(line: bytes, original: dict[str, Any]) -> ParsedEvent:
         names = (get(field) for field in _FILE_NAME_FIELDS)
         file_name = next((name for name in names if isinstance(name, str) and name), None)
 
+    canonical = canonical_json(payload)
     # Positional, in ParsedEvent's field order (see _new_event).
     return _new_event(
-        canonical_hash(payload),
+        hashlib.sha256(canonical).hexdigest(),
         payload,
         eventid,
         kind,
@@ -386,4 +395,5 @@ def _build(line: bytes, original: dict[str, Any]) -> ParsedEvent:
         _text(get("hassh")),
         duration_seconds,
         tuple(problems),
+        canonical.decode("utf-8"),
     )

@@ -204,7 +204,8 @@ class BatchWriter:
         else:
             known = bulk.existing_hashes(conn, [item.event.event_hash for item in events])
             new = [item for item in events if item.event.event_hash not in known]
-        bulk.insert_rows(conn, "raw_events", _RAW_COLUMNS, (_raw_row(i, now) for i in new))
+        rows = (self._raw_row(item, now) for item in new)
+        bulk.insert_rows(conn, "raw_events", _RAW_COLUMNS, rows, converted=True)
         return new
 
     def _insert_raw_staged(
@@ -217,13 +218,39 @@ class BatchWriter:
             "CREATE TEMP TABLE _stage_raw ON COMMIT DROP AS "
             f"SELECT {columns} FROM raw_events WITH NO DATA"
         )
-        bulk.insert_rows(conn, "_stage_raw", _RAW_COLUMNS, (_raw_row(i, now) for i in events))
+        staged = (self._raw_row(item, now) for item in events)
+        bulk.insert_rows(conn, "_stage_raw", _RAW_COLUMNS, staged, converted=True)
         rows = conn.exec_driver_sql(
             f"INSERT INTO raw_events ({columns}) SELECT {columns} FROM _stage_raw "
             "ON CONFLICT (event_hash) DO NOTHING RETURNING event_hash"
         ).all()
         new_hashes = {row[0] for row in rows}
         return [item for item in events if item.event.event_hash in new_hashes]
+
+    def _raw_row(self, item: LoadedEvent, now: datetime) -> tuple[Any, ...]:
+        """One ``raw_events`` row in driver form: the payload as its canonical JSON text
+        (already made for the hash), timestamps as the dialect stores them."""
+        ev = item.event
+        if self.postgres:
+            when: Any = ev.event_time
+            loaded: Any = now
+            valid: Any = ev.src_ip_valid
+        else:
+            when, loaded = bulk.sqlite_time(ev.event_time), bulk.sqlite_time(now)
+            valid = None if ev.src_ip_valid is None else int(ev.src_ip_valid)
+        return (
+            ev.event_hash,
+            item.sensor,
+            ev.session_id,
+            ev.eventid,
+            when,
+            ev.src_ip,
+            valid,
+            encode_text(item.source_file),
+            item.source_line,
+            loaded,
+            ev.payload_json,
+        )
 
     # Derived rows -----------------------------------------------------------------------
 
@@ -353,23 +380,6 @@ def _unique_by_hash(events: Sequence[LoadedEvent]) -> list[LoadedEvent]:
             seen.add(event_hash)
             unique.append(item)
     return unique
-
-
-def _raw_row(item: LoadedEvent, now: datetime) -> tuple[Any, ...]:
-    ev = item.event
-    return (
-        ev.event_hash,
-        item.sensor,
-        ev.session_id,
-        ev.eventid,
-        ev.event_time,
-        ev.src_ip,
-        ev.src_ip_valid,
-        encode_text(item.source_file),
-        item.source_line,
-        now,
-        ev.payload,
-    )
 
 
 __all__ = [
