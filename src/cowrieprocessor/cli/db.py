@@ -34,6 +34,21 @@ def _engine(db: str | None, config: Path | None) -> tuple[str, Engine]:
     return settings.db_url, create_engine(settings.db_url)
 
 
+def _migrate(action: str, db: str | None, revision: str, json: bool, config: Path | None) -> None:
+    """Run ``schema.upgrade`` or ``schema.downgrade`` and report from where to where."""
+    url, engine = _engine(db, config)
+    try:
+        before = schema.state(engine).current
+        getattr(schema, action)(engine, revision)
+        after = schema.state(engine).current
+    except SQLAlchemyError as error:
+        fail(f"{action} of {redact_url(url)} failed: {error}", as_json=json)
+    if json:
+        emit_json({"ok": True, "db": redact_url(url), "from": before, "to": after})
+    else:
+        console.print(f"schema of {redact_url(url)}: {before or 'empty'} -> {after or 'empty'}")
+
+
 @app.command()
 def upgrade(
     db: DbOption = None,
@@ -42,17 +57,7 @@ def upgrade(
     config: ConfigOption = None,
 ) -> None:
     """Upgrade the schema (default: to the newest revision); creates a new database."""
-    url, engine = _engine(db, config)
-    try:
-        before = schema.state(engine).current
-        schema.upgrade(engine, revision)
-        after = schema.state(engine).current
-    except SQLAlchemyError as error:
-        fail(f"upgrade of {redact_url(url)} failed: {error}", as_json=json)
-    if json:
-        emit_json({"ok": True, "db": redact_url(url), "from": before, "to": after})
-    else:
-        console.print(f"schema of {redact_url(url)}: {before or 'empty'} -> {after}")
+    _migrate("upgrade", db, revision, json, config)
 
 
 @app.command()
@@ -65,17 +70,7 @@ def downgrade(
     config: ConfigOption = None,
 ) -> None:
     """Roll the schema back (default: one migration)."""
-    url, engine = _engine(db, config)
-    try:
-        before = schema.state(engine).current
-        schema.downgrade(engine, revision)
-        after = schema.state(engine).current
-    except SQLAlchemyError as error:
-        fail(f"downgrade of {redact_url(url)} failed: {error}", as_json=json)
-    if json:
-        emit_json({"ok": True, "db": redact_url(url), "from": before, "to": after})
-    else:
-        console.print(f"schema of {redact_url(url)}: {before} -> {after or 'base (empty)'}")
+    _migrate("downgrade", db, revision, json, config)
 
 
 @app.command()
