@@ -1,0 +1,21 @@
+"""Enrichment diagnostics: the ten queries as functions returning plain records, the
+health thresholds, and the advice derived from stored outcomes. Rendering is the
+CLI's job (:mod:`cowrieprocessor.cli.enrich_diagnose`).
+"""
+
+from cowrieprocessor.diagnostics.credentials import CredentialCheck, check_credentials
+from cowrieprocessor.diagnostics.health import Thresholds
+from cowrieprocessor.diagnostics.records import Advice, Check, Tally
+from cowrieprocessor.diagnostics.run import DiagnoseOptions, Report, run_diagnostics
+
+__all__ = [
+    "Advice",
+    "Check",
+    "CredentialCheck",
+    "DiagnoseOptions",
+    "Report",
+    "Tally",
+    "Thresholds",
+    "check_credentials",
+    "run_diagnostics",
+]
