@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from platformdirs import user_cache_dir, user_config_dir, user_data_dir
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -76,6 +76,25 @@ class Settings(EnrichmentSettings, BaseSettings):
     # Where refresh and migration keep their files.
     cache_dir: Path = Field(default_factory=default_cache_dir)
     status_dir: Path = Field(default_factory=default_status_dir)
+
+    # Cache tiers (the three-phase rollout; see docs/runbook-cache-migration.md).
+    use_database_cache: bool = Field(
+        default=False,
+        validation_alias=AliasChoices(
+            "use_database_cache", "COWRIEPROC_USE_DATABASE_CACHE", "USE_DATABASE_CACHE"
+        ),
+    )
+    disable_disk_cache: bool = Field(
+        default=False,
+        validation_alias=AliasChoices(
+            "disable_disk_cache", "COWRIEPROC_DISABLE_DISK_CACHE", "DISABLE_DISK_CACHE"
+        ),
+    )
+    memory_cache_size: int = Field(
+        default=0,
+        ge=0,
+        validation_alias=AliasChoices("memory_cache_size", "COWRIEPROC_MEMORY_CACHE_SIZE"),
+    )
 
     @classmethod
     def settings_customise_sources(

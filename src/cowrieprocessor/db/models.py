@@ -21,6 +21,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -248,3 +249,49 @@ class DeadLetterEvent(Base):
 def table_of(model: type[Base]) -> Table:
     """The Core ``Table`` behind ``model`` (``__table__`` is typed too loosely for mypy)."""
     return cast(Table, model.__table__)
+
+
+class EnrichmentCacheEntry(Base):
+    """One cached outcome of the database cache (see ``enrichment/cache/database.py``).
+
+    Looked up by (``service``, ``cache_key_hash``), the SHA-256 of the exact key's UTF-8
+    (lone surrogates passed through), because keys can be longer than ``cache_key`` or
+    hold text a database cannot store. ``cache_key`` is the key under the text rule, cut
+    to 128 characters with a marker, for people reading the table. ``payload`` is the
+    entry's record (exact key, times, outcome envelope) under the text rule; the other
+    columns repeat parts of it for queries. ``migration_id`` names the disk migration that
+    inserted the row; any later store clears it, so a rollback never removes a row a
+    worker wrote.
+    """
+
+    __tablename__ = "enrichment_cache"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    service: Mapped[str] = mapped_column(String(32))
+    cache_key: Mapped[str] = mapped_column(String(128))
+    cache_key_hash: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[dict[str, Any]]
+    response_status: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime]
+    accessed_at: Mapped[datetime | None]
+    expires_at: Mapped[datetime]
+    api_response_code: Mapped[int | None] = mapped_column(Integer)
+    api_latency_ms: Mapped[int | None] = mapped_column(Integer)
+    error_message: Mapped[str | None] = mapped_column(Text)
+    hit_count: Mapped[int] = mapped_column(BigInteger, default=0)
+    migration_id: Mapped[str | None] = mapped_column(String(36))
+
+    __table_args__ = (
+        UniqueConstraint("service", "cache_key_hash"),
+        Index(None, "expires_at"),
+        Index(None, "migration_id"),
+        Index(
+            "ix_enrichment_cache_payload",
+            "payload",
+            postgresql_using="gin",
+            postgresql_ops={"payload": "jsonb_path_ops"},
+            # SQLite cannot search inside JSON with an index; an always-empty partial
+            # index keeps the schema the same on both databases at no cost.
+            sqlite_where=text("0"),
+        ),
+    )

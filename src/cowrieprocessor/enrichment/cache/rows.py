@@ -1,0 +1,170 @@
+"""How a cache entry becomes a row of ``enrichment_cache`` and back.
+
+Shared by the database cache and the disk migration, so both write identical rows.
+
+The ``payload`` column holds the entry's record (see
+:func:`~cowrieprocessor.enrichment.cache.base.entry_to_record`), with every string under
+the text rule (:mod:`cowrieprocessor.db.textrule`). It is serialised here rather than by
+the driver because PostgreSQL's JSONB changes three things a cache must not change:
+
+- Object keys come back sorted (shorter keys first, then by bytes). When an object's keys
+  were in another order, the record gets a ``key_order`` list: for each such object, its
+  index in a pre-order walk that visits keys in JSONB's order, and the permutation back to
+  the original order. Most API payloads need none.
+- Numbers are ``numeric``: ``1e300`` would come back as an integer. Floats of magnitude
+  1e16 and above are written as their exact integer value with ``.0``, which ``numeric``
+  keeps as a decimal with one fractional digit and which reads back as the same float.
+- Integers beyond 64 bits are fine in JSONB but not in orjson; they are written as
+  literal digits (:class:`orjson.Fragment`).
+
+``-0.0`` reads back as ``0.0`` from PostgreSQL (``numeric`` has no negative zero); the two
+compare equal in Python. SQLite keeps the JSON text as written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from typing import Any
+
+import orjson
+
+from cowrieprocessor.db.textrule import decode_text, encode_text
+from cowrieprocessor.enrichment.cache.base import (
+    CacheEntry,
+    decode_record,
+    entry_from_record,
+    entry_to_record,
+)
+
+#: Longest readable key kept in ``cache_key`` (the column is varchar(128)).
+READABLE_KEY_LENGTH = 128
+#: Ends a readable key that was cut; the exact key is in the payload.
+CUT_MARK = "…"
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_EXACT_FLOAT_LIMIT = 1e16
+
+
+def key_hash(key: str) -> str:
+    """SHA-256 hex of the key's UTF-8, lone surrogates passed through: the lookup column."""
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def readable_key(key: str) -> str:
+    """The key for ``cache_key``: under the text rule, cut to 128 characters with a mark."""
+    text = encode_text(key)
+    if len(text) <= READABLE_KEY_LENGTH:
+        return text
+    return text[: READABLE_KEY_LENGTH - len(CUT_MARK)] + CUT_MARK
+
+
+def _jsonb_order(keys: list[str]) -> list[int]:
+    # JSONB orders object keys by UTF-8 length, then bytewise.
+    encoded = [k.encode("utf-8") for k in keys]
+    return sorted(range(len(keys)), key=lambda i: (len(encoded[i]), encoded[i]))
+
+
+class _Encoder:
+    """One walk that applies the text rule and prepares numbers and key order."""
+
+    def __init__(self, track_order: bool) -> None:
+        self.track_order = track_order
+        self.counter = 0
+        self.orders: list[list[Any]] = []
+
+    def walk(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return encode_text(value)
+        if isinstance(value, dict):
+            return self._object(value)
+        if isinstance(value, list):
+            return [self.walk(v) for v in value]
+        if isinstance(value, bool) or value is None:
+            return value
+        if isinstance(value, int):
+            if _INT64_MIN <= value <= _INT64_MAX:
+                return value
+            return orjson.Fragment(str(value).encode("ascii"))
+        if isinstance(value, float) and math.isfinite(value) and abs(value) >= _EXACT_FLOAT_LIMIT:
+            return orjson.Fragment(f"{int(value)}.0".encode("ascii"))
+        return value
+
+    def _object(self, value: dict[str, Any]) -> dict[str, Any]:
+        index = self.counter
+        self.counter += 1
+        keys = [encode_text(k) for k in value]
+        children = list(value.values())
+        if not self.track_order or len(keys) < 2:
+            return {k: self.walk(v) for k, v in zip(keys, children, strict=True)}
+        order = _jsonb_order(keys)
+        if order != list(range(len(keys))):
+            # position in JSONB order of each original key, in original order
+            back = [0] * len(keys)
+            for position, original in enumerate(order):
+                back[original] = position
+            self.orders.append([index, back])
+        # Children are walked in JSONB's order so the decoder's walk numbers them alike.
+        return {keys[i]: self.walk(children[i]) for i in order}
+
+
+def dump_payload(entry: CacheEntry, *, jsonb: bool) -> str:
+    """The ``payload`` text of ``entry``; ``jsonb`` when PostgreSQL will store it."""
+    encoder = _Encoder(track_order=jsonb)
+    record = encoder.walk(entry_to_record(entry))
+    if encoder.orders:
+        record["key_order"] = encoder.orders
+    return orjson.dumps(record).decode("utf-8")
+
+
+class _Decoder:
+    def __init__(self, orders: dict[int, list[int]]) -> None:
+        self.orders = orders
+        self.counter = 0
+
+    def walk(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return decode_text(value)
+        if isinstance(value, dict):
+            index = self.counter
+            self.counter += 1
+            items = [(decode_text(k), self.walk(v)) for k, v in value.items()]
+            back = self.orders.get(index)
+            if back is not None and len(back) == len(items):
+                items = [items[position] for position in back]
+            return dict(items)
+        if isinstance(value, list):
+            return [self.walk(v) for v in value]
+        return value
+
+
+def load_payload(raw: str | bytes) -> CacheEntry:
+    """The entry a ``payload`` text holds. Raises ValueError when it is not a record."""
+    data = decode_record(raw.encode("utf-8") if isinstance(raw, str) else raw)
+    if not isinstance(data, dict):
+        raise ValueError(f"a cache payload must be a JSON object, got {type(data).__name__}")
+    hints = data.pop("key_order", None)
+    orders: dict[int, list[int]] = {}
+    if isinstance(hints, list):
+        orders = {int(item[0]): list(item[1]) for item in hints}
+    return entry_from_record(_Decoder(orders).walk(data))
+
+
+def entry_row(
+    entry: CacheEntry, *, jsonb: bool, migration_id: str | None = None
+) -> dict[str, Any]:
+    """The column values of ``entry`` (``payload_json`` is the payload text)."""
+    outcome = entry.outcome
+    return {
+        "service": entry.service,
+        "cache_key": readable_key(entry.key),
+        "cache_key_hash": key_hash(entry.key),
+        "payload_json": dump_payload(entry, jsonb=jsonb),
+        "response_status": str(outcome.status),
+        "created_at": entry.stored_at,
+        "expires_at": entry.expires_at,
+        "api_response_code": outcome.http_status,
+        "api_latency_ms": outcome.latency_ms,
+        "error_message": encode_text(outcome.message) if outcome.message is not None else None,
+        "migration_id": migration_id,
+    }
