@@ -353,9 +353,8 @@ def test_not_found_is_cached_with_its_shorter_ttl(
 def _age(engine: Engine, session_id: str, service: str, days: float) -> None:
     """Make the stored outcome of one service ``days`` old."""
     with engine.begin() as conn:
-        stored = conn.scalar(
-            select(SESSIONS.c.enrichment).where(SESSIONS.c.session_id == session_id)
-        )
+        where = SESSIONS.c.session_id == session_id
+        stored = conn.scalar(select(SESSIONS.c.enrichment).where(where))
         old = (datetime.now(UTC) - timedelta(days=days)).isoformat().replace("+00:00", "Z")
         stored[service]["checked_at"] = old
         conn.execute(update(SESSIONS).where(where).values(enrichment=stored))
