@@ -21,12 +21,13 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from cowrieprocessor.db.models import DeadLetterEvent, IngestedFile
+from cowrieprocessor.db.models import DeadLetterEvent, IngestedFile, SessionSummary
 from cowrieprocessor.db.textrule import encode_text
 from cowrieprocessor.ingest.events import EventError, parse_line
 from cowrieprocessor.ingest.reader import (
@@ -122,16 +123,16 @@ class Loader:
         self.batch_size = batch_size
         self.progress = progress
         self.writer = BatchWriter(engine)
-        self._sessions: set[tuple[str, str]] = set()
 
     def ingest(self, inputs: Sequence[str]) -> IngestSummary:
         started = time.perf_counter()
+        run_started = datetime.now(UTC)
         summary = IngestSummary()
         files, messages = discover(inputs)
         summary.warnings.extend(messages)
         for source in files:
             summary.files.append(self._ingest_file(source, summary))
-        summary.sessions_touched = len(self._sessions)
+        summary.sessions_touched = _sessions_updated_since(self.engine, run_started)
         summary.elapsed_seconds = time.perf_counter() - started
         return summary
 
@@ -271,9 +272,16 @@ class _FileRun:
         self.result.events_loaded += outcome.inserted
         self.result.duplicates += outcome.duplicates
         self.result.dead_letters += len(self.letters)
-        self.loader._sessions.update(outcome.sessions)
         self.events, self.letters, self.resolved = [], [], []
         self.batch_read = 0
+
+
+def _sessions_updated_since(engine: Engine, since: datetime) -> int:
+    """Sessions this run added to: counted in the database, so that memory stays flat
+    however many sessions a run touches (a set of keys would grow with the input)."""
+    with engine.connect() as conn:
+        found = conn.scalar(select(func.count()).where(SessionSummary.updated_at >= since))
+    return int(found or 0)
 
 
 def _pending_truncated_lines(engine: Engine, path: str) -> set[int]:
