@@ -73,7 +73,9 @@ class json_kind(FunctionElement[str]):
     """
 
     type = String()
-    inherit_cache = True
+    # The path is written into the SQL text, so a cached statement for one path must not
+    # be reused for another: no statement caching for this construct.
+    inherit_cache = False
     name = "json_kind"
 
 
