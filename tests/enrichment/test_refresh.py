@@ -279,7 +279,7 @@ def test_each_outcome_lands_in_its_column(
         "success": 1,
     }
     assert summary["api_calls"] == 14
-    assert summary["cache"] == {"hits": 0, "misses": 14}
+    assert summary["cache"] == {"hits": 0, "misses": 14, "repeats_in_run": 0}
 
 
 def test_vt_flag_follows_the_files(
@@ -544,7 +544,7 @@ def test_status_file_is_written(
     assert status["mode"] == "only_missing"
     assert status["services"] == ["dshield", "virustotal", "urlhaus", "spur", "hibp"]
     assert status["api_calls"] == 14
-    assert status["cache"] == {"hits": 0, "misses": 14}
+    assert status["cache"] == {"hits": 0, "misses": 14, "repeats_in_run": 0}
     assert status["outcomes"]["hibp"] == {"not_found": 1, "success": 1}
     assert status["lookups"]["hibp"]["api_calls"] == 2
     assert status["eta_seconds"] is None

@@ -15,7 +15,7 @@ Shape (``v`` 1)::
      "rows": {"sessions": {"total": 502, "scanned": 100, "enriched": 90}, ...},
      "outcomes": {"dshield": {"success": 40, "skipped/not_routable": 2, ...}, ...},
      "lookups": {"dshield": {"cache_hits": 3, "cache_misses": 55, "api_calls": 55, ...}},
-     "cache": {"hits": 3, "misses": 55}, "api_calls": 55,
+     "cache": {"hits": 3, "misses": 55, "repeats_in_run": 12}, "api_calls": 55,
      "rate_rows_per_second": 120.5, "eta_seconds": 4.2,
      "last_errors": {"spur": "error/auth: spur: HTTP 401, ..."}}
 """
@@ -94,8 +94,9 @@ class RunCounters:
         rate = scanned / elapsed
         remaining = max(total - scanned, 0)
         eta = round(remaining / rate, 1) if rate > 0 and self.state == "running" else None
-        hits = sum(s.cache_hits + s.memo_hits for s in lookups.values())
+        hits = sum(s.cache_hits for s in lookups.values())
         misses = sum(s.cache_misses for s in lookups.values())
+        repeats = sum(s.memo_hits for s in lookups.values())
         return {
             "v": STATUS_VERSION,
             "job": "enrichment_refresh",
@@ -112,7 +113,7 @@ class RunCounters:
                 for name, counts in sorted(self.outcomes.items())
             },
             "lookups": {name: s.to_dict() for name, s in sorted(lookups.items())},
-            "cache": {"hits": hits, "misses": misses},
+            "cache": {"hits": hits, "misses": misses, "repeats_in_run": repeats},
             "api_calls": sum(s.api_calls for s in lookups.values()),
             "rate_rows_per_second": round(rate, 2),
             "eta_seconds": eta,
