@@ -36,6 +36,7 @@ from cowrieprocessor.enrichment.targets import IdFilter, Mode
 
 EXIT_INTERRUPTED = 130
 
+
 def register(app: typer.Typer) -> None:
     """Add the ``refresh`` command to ``app``."""
     app.command("refresh")(refresh_command)
