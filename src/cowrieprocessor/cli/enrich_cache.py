@@ -1,9 +1,394 @@
-"""Commands of `cowrie-enrich` (placeholder until its module is written)."""
+"""`cowrie-enrich migrate-cache` and `cowrie-enrich cache stats|cleanup|invalidate`.
+
+Exit codes follow :mod:`cowrieprocessor.cli.common`; ``migrate-cache --validate`` exits 1
+when it finds differences.
+"""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from cowrieprocessor.cli.common import (
+    EXIT_FAILED,
+    EXIT_USAGE,
+    ConfigOption,
+    DbOption,
+    JsonOption,
+    VerboseOption,
+    console,
+    emit_json,
+    fail,
+    settings_or_exit,
+    setup_logging,
+)
+from cowrieprocessor.config import Settings
+from cowrieprocessor.db import schema
+from cowrieprocessor.db.engine import create_engine, redact_url
+from cowrieprocessor.enrichment import migrate
+from cowrieprocessor.enrichment.cache.base import Cache, CacheStats
+from cowrieprocessor.enrichment.cache.database import EnrichmentDatabaseCache
+from cowrieprocessor.enrichment.cache.disk import EnrichmentCacheManager
+from cowrieprocessor.enrichment.cache.factory import ttl_policy
+from cowrieprocessor.safetext import printable
+
+cache_app = typer.Typer(
+    help="Inspect and maintain the enrichment cache (database and disk).",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+class Tier(StrEnum):
+    ALL = "all"
+    DATABASE = "database"
+    DISK = "disk"
+
+
+TierOption = Annotated[
+    Tier, typer.Option("--tier", help="Which cache: the database table, the disk, or both.")
+]
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to `app`."""
+    app.command("migrate-cache")(migrate_cache)
+    app.add_typer(cache_app, name="cache")
+
+
+def _engine(settings: Settings, as_json: bool) -> Engine:
+    engine = create_engine(
+        settings.db_url, pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow
+    )
+    try:
+        schema.ensure_current(engine)
+    except schema.SchemaVersionError as error:
+        fail(str(error), EXIT_USAGE, as_json=as_json)
+    except SQLAlchemyError as error:
+        fail(f"cannot open {redact_url(settings.db_url)}: {error}", EXIT_USAGE, as_json=as_json)
+    return engine
+
+
+# -- migrate-cache ----------------------------------------------------------------------
+
+
+def migrate_cache(
+    from_disk: Annotated[
+        Path | None,
+        typer.Option("--from-disk", help="The disk cache directory to read.", show_default=False),
+    ] = None,
+    to_database: Annotated[
+        bool, typer.Option("--to-database", help="Write into the database cache (required).")
+    ] = False,
+    db: DbOption = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Read and check every file; write nothing.")
+    ] = False,
+    validate: Annotated[
+        bool, typer.Option("--validate", help="Compare the migrated rows with the files.")
+    ] = False,
+    sample: Annotated[
+        int | None,
+        typer.Option("--sample", min=1, help="With --validate: counts plus N random rows."),
+    ] = None,
+    rollback: Annotated[
+        bool, typer.Option("--rollback", help="Remove the rows this migration inserted.")
+    ] = False,
+    migration_id: Annotated[
+        str | None,
+        typer.Option("--migration-id", help="Default: the one in the status file."),
+    ] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = migrate.DEFAULT_BATCH_SIZE,
+    json: JsonOption = False,
+    config: ConfigOption = None,
+    verbose: VerboseOption = False,
+) -> None:
+    """Move the disk cache into the database cache; validate it or roll it back."""
+    setup_logging(verbose)
+    settings = settings_or_exit(config, db_url=db)
+    if rollback and (validate or dry_run):
+        fail("--rollback cannot be combined with --validate or --dry-run", EXIT_USAGE)
+    if not rollback and (from_disk is None or not to_database):
+        fail("migrating and validating need --from-disk PATH --to-database", EXIT_USAGE)
+    engine = _engine(settings, json)
+    status = migrate.read_status(settings.status_dir)
+    if migration_id is None and status is not None:
+        migration_id = status.get("migration_id")
+    try:
+        if rollback:
+            _rollback(engine, settings, migration_id, json)
+        elif validate:
+            assert from_disk is not None
+            _validate(engine, settings, from_disk, migration_id, sample, json)
+        else:
+            assert from_disk is not None
+            _migrate(engine, settings, from_disk, batch_size, dry_run, json)
+    except SQLAlchemyError as error:
+        fail(f"database error: {error}", as_json=json)
+    except ValueError as error:
+        fail(str(error), EXIT_USAGE, as_json=json)
+    finally:
+        engine.dispose()
+
+
+def _migrate(
+    engine: Engine,
+    settings: Settings,
+    source: Path,
+    batch_size: int,
+    dry_run: bool,
+    as_json: bool,
+) -> None:
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=as_json,
+    ) as bar:
+        task = bar.add_task("reading the disk cache", total=None)
+
+        def show(summary: migrate.MigrationSummary) -> None:
+            bar.update(
+                task,
+                description=f"{summary.files_seen} files, {summary.migrated} migrated, "
+                f"{summary.already_present} present, {summary.expired} expired, "
+                f"{summary.corrupt} corrupt",
+            )
+
+        summary = migrate.migrate_disk_cache(
+            source,
+            engine,
+            status_dir=settings.status_dir,
+            policy=ttl_policy(settings),
+            batch_size=batch_size,
+            dry_run=dry_run,
+            progress=show,
+        )
+    result = summary.to_dict()
+    if as_json:
+        emit_json({"ok": True, **result})
+        return
+    verb = "would migrate" if dry_run else "migrated"
+    console.print(
+        f"{'dry run: ' if dry_run else ''}{result['files_seen']} files: {verb} "
+        f"{result['migrated']}, already present {result['already_present']}, expired "
+        f"{result['expired']}, corrupt {result['corrupt']}, temporary "
+        f"{result['temp_files']} ({result['files_per_second']} files/s)"
+    )
+    for group in ("problems", "notes"):
+        for kind, found in result[group].items():
+            if found["count"]:
+                console.print(f"  {kind}: {found['count']}")
+                for path in found["paths"][:20]:
+                    console.print(f"    {printable(path)}")
+    if not dry_run:
+        console.print(f"migration id {summary.migration_id} (needed for --rollback)")
+
+
+def _validate(
+    engine: Engine,
+    settings: Settings,
+    source: Path,
+    migration_id: str | None,
+    sample: int | None,
+    as_json: bool,
+) -> None:
+    if sample is not None and migration_id is None:
+        fail("--sample needs a migration id (status file or --migration-id)", EXIT_USAGE)
+    report = migrate.validate_migration(
+        source,
+        engine,
+        migration_id=migration_id,
+        policy=ttl_policy(settings),
+        sample=sample,
+    )
+    result = report.to_dict()
+    if as_json:
+        emit_json({"ok": report.differences == 0, **result})
+    else:
+        console.print(
+            f"compared {report.compared}: {report.matching} match, {len(report.missing)} "
+            f"missing, {len(report.differs)} differ, {report.superseded} superseded by "
+            f"workers; {report.rows_of_migration} rows carry this migration's id"
+        )
+        for path in (report.missing + report.differs)[:50]:
+            console.print(f"  {printable(path)}")
+    if report.differences:
+        raise typer.Exit(EXIT_FAILED)
+
+
+def _rollback(engine: Engine, settings: Settings, migration_id: str | None, as_json: bool) -> None:
+    if migration_id is None:
+        fail("no migration to roll back: no status file and no --migration-id", EXIT_USAGE)
+    removed = migrate.rollback_migration(engine, migration_id)
+    migrate.mark_rolled_back(settings.status_dir, migration_id, removed, datetime.now(UTC))
+    if as_json:
+        emit_json({"ok": True, "migration_id": migration_id, "removed": removed})
+    else:
+        console.print(f"rolled back migration {migration_id}: {removed} rows removed")
+
+
+# -- cache stats | cleanup | invalidate -------------------------------------------------
+
+
+def _tiers(
+    settings: Settings, tier: Tier, as_json: bool
+) -> tuple[dict[str, Cache], Engine | None]:
+    caches: dict[str, Cache] = {}
+    engine = None
+    policy = ttl_policy(settings)
+    if tier in (Tier.ALL, Tier.DATABASE):
+        engine = _engine(settings, as_json)
+        caches["database"] = EnrichmentDatabaseCache(engine, policy=policy)
+    if tier == Tier.DISK or (tier == Tier.ALL and not settings.disable_disk_cache):
+        if settings.cache_dir.is_dir():
+            caches["disk"] = EnrichmentCacheManager(settings.cache_dir, policy=policy)
+        elif tier == Tier.DISK:
+            fail(f"no disk cache at {settings.cache_dir}", EXIT_USAGE, as_json=as_json)
+    return caches, engine
+
+
+def _stats_table(name: str, stats: CacheStats, hits: dict[str, dict[str, int]]) -> Table:
+    table = Table(title=f"{name} cache", title_justify="left")
+    for column in ("service", "entries", "success", "not_found", "expired", "<1d", "1-7d"):
+        table.add_column(column, justify="right" if column != "service" else "left")
+    for column in ("7-30d", ">30d", "MB", "corrupt", "hits", "read once+"):
+        table.add_column(column, justify="right")
+    rows = [*stats.services.values(), stats.total]
+    for item in rows:
+        h = hits.get(item.service, {})
+        if item.service == "*":
+            h = {
+                "hits": sum(v["hits"] for v in hits.values()),
+                "entries_hit": sum(v["entries_hit"] for v in hits.values()),
+            }
+        table.add_row(
+            item.service if item.service != "*" else "all",
+            str(item.entries),
+            str(item.by_status.get("success", 0)),
+            str(item.by_status.get("not_found", 0)),
+            str(item.expired),
+            *(str(n) for n in item.age_buckets.values()),
+            f"{item.bytes / 1e6:.1f}",
+            str(item.corrupt),
+            str(h.get("hits", "-")),
+            str(h.get("entries_hit", "-")),
+        )
+    return table
+
+
+@cache_app.command("stats")
+def stats(
+    tier: TierOption = Tier.ALL,
+    db: DbOption = None,
+    json: JsonOption = False,
+    config: ConfigOption = None,
+    verbose: VerboseOption = False,
+) -> None:
+    """Per service: entries, by status, expired, age buckets, size, hits."""
+    setup_logging(verbose)
+    settings = settings_or_exit(config, db_url=db)
+    caches, engine = _tiers(settings, tier, json)
+    result: dict[str, Any] = {"ok": True}
+    try:
+        for name, cache in caches.items():
+            found = cache.stats()
+            hits = cache.hit_counts() if isinstance(cache, EnrichmentDatabaseCache) else {}
+            entry = found.to_dict()
+            for service, counts in hits.items():
+                if service in entry["services"]:
+                    entry["services"][service].update(counts)
+                    entries = entry["services"][service]["entries"]
+                    entry["services"][service]["read_share"] = round(
+                        counts["entries_hit"] / entries, 4
+                    )
+            result[name] = entry
+            if not json:
+                console.print(_stats_table(name, found, hits))
+    except SQLAlchemyError as error:
+        fail(f"database error: {error}", as_json=json)
+    finally:
+        if engine is not None:
+            engine.dispose()
+    if json:
+        emit_json(result)
+
+
+@cache_app.command("cleanup")
+def cleanup(
+    tier: TierOption = Tier.ALL,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", min=1, help="Rows per short transaction.")
+    ] = 1000,
+    db: DbOption = None,
+    json: JsonOption = False,
+    config: ConfigOption = None,
+    verbose: VerboseOption = False,
+) -> None:
+    """Remove expired entries in bounded batches (safe to schedule beside workers)."""
+    setup_logging(verbose)
+    settings = settings_or_exit(config, db_url=db)
+    caches, engine = _tiers(settings, tier, json)
+    removed: dict[str, int] = {}
+    try:
+        for name, cache in caches.items():
+            removed[name] = cache.cleanup_expired(batch_size=batch_size)
+    except SQLAlchemyError as error:
+        fail(f"database error: {error}", as_json=json)
+    finally:
+        if engine is not None:
+            engine.dispose()
+    if json:
+        emit_json({"ok": True, "removed": removed})
+    else:
+        for name, count in removed.items():
+            console.print(f"{name} cache: removed {count} expired entries")
+
+
+@cache_app.command("invalidate")
+def invalidate(
+    service: Annotated[str, typer.Option("--service", help="The service, e.g. dshield.")],
+    key: Annotated[str | None, typer.Option("--key", help="Only this key.")] = None,
+    older_than: Annotated[
+        float | None,
+        typer.Option("--older-than", min=0, help="Only entries stored more than D days ago."),
+    ] = None,
+    status: Annotated[
+        str | None, typer.Option("--status", help="Only entries of this outcome status.")
+    ] = None,
+    tier: TierOption = Tier.ALL,
+    db: DbOption = None,
+    json: JsonOption = False,
+    config: ConfigOption = None,
+    verbose: VerboseOption = False,
+) -> None:
+    """Remove the entries of a service matching every filter given."""
+    setup_logging(verbose)
+    settings = settings_or_exit(config, db_url=db)
+    caches, engine = _tiers(settings, tier, json)
+    before = datetime.now(UTC) - timedelta(days=older_than) if older_than is not None else None
+    removed: dict[str, int] = {}
+    try:
+        for name, cache in caches.items():
+            removed[name] = cache.invalidate(service, key=key, stored_before=before, status=status)
+    except ValueError as error:
+        fail(str(error), EXIT_USAGE, as_json=json)
+    except SQLAlchemyError as error:
+        fail(f"database error: {error}", as_json=json)
+    finally:
+        if engine is not None:
+            engine.dispose()
+    if json:
+        emit_json({"ok": True, "service": service, "removed": removed})
+    else:
+        for name, count in removed.items():
+            console.print(f"{name} cache: invalidated {count} {service} entries")

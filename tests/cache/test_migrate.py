@@ -1,0 +1,196 @@
+"""Migration of a disk cache into enrichment_cache, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+from sqlalchemy import Engine, func, select, update
+
+from cowrieprocessor.enrichment.cache.database import TABLE, EnrichmentDatabaseCache
+from cowrieprocessor.enrichment.cache.rows import key_hash
+from cowrieprocessor.enrichment.migrate import (
+    migrate_disk_cache,
+    read_status,
+    rollback_migration,
+    validate_migration,
+)
+from cowrieprocessor.enrichment.outcome import Outcome, Status
+
+from .diskfixture import DiskFixture, make_disk_cache
+
+
+def _rows(engine: Engine, migration_id: str | None = None) -> int:
+    query = select(func.count()).select_from(TABLE)
+    if migration_id is not None:
+        query = query.where(TABLE.c.migration_id == migration_id)
+    with engine.connect() as conn:
+        return int(conn.execute(query).scalar_one())
+
+
+@pytest.fixture
+def fixture(tmp_path: Path) -> DiskFixture:
+    return make_disk_cache(tmp_path / "disk")
+
+
+def test_dry_run_reads_everything_and_writes_nothing(
+    engine: Engine, fixture: DiskFixture, tmp_path: Path
+) -> None:
+    status_dir = tmp_path / "status"
+
+    summary = migrate_disk_cache(fixture.root, engine, status_dir=status_dir, dry_run=True)
+
+    assert _rows(engine) == 0
+    assert not status_dir.exists()
+    assert summary.files_seen == fixture.files
+    assert summary.migrated == len(fixture.entries)
+    assert summary.already_present == 0
+    assert summary.expired == fixture.expired == 3
+
+
+def test_migration_counts_names_and_copies_exactly(
+    engine: Engine, fixture: DiskFixture, tmp_path: Path
+) -> None:
+    status_dir = tmp_path / "status"
+
+    summary = migrate_disk_cache(fixture.root, engine, status_dir=status_dir, batch_size=7)
+    result = summary.to_dict()
+
+    assert result["files_seen"] == fixture.files
+    assert result["migrated"] == len(fixture.entries) == 38
+    assert result["already_present"] == 0
+    assert result["expired"] == 3
+    assert result["temp_files"] == 1
+    assert result["corrupt"] == 6
+    assert result["nul_escapes"] == fixture.nul_escapes
+    for kind, paths in fixture.problems.items():
+        assert result["problems"][kind] == {"count": 1, "paths": [str(p) for p in paths]}, kind
+    for kind, paths in fixture.notes.items():
+        assert sorted(result["notes"][kind]["paths"]) == sorted(str(p) for p in paths), kind
+    assert _rows(engine) == _rows(engine, summary.migration_id) == 38
+    status = read_status(status_dir)
+    assert status is not None
+    assert status["state"] == "done"
+    assert status["migration_id"] == summary.migration_id
+
+    # Every entry reads back through the database cache exactly, times kept.
+    cache = EnrichmentDatabaseCache(engine)
+    for (service, key), entry in fixture.entries.items():
+        got = cache.get_cached(service, key)
+        assert got == entry, (service, key)
+    with engine.connect() as conn:
+        row = conn.execute(
+            select(TABLE.c.cache_key, TABLE.c.api_response_code, TABLE.c.api_latency_ms).where(
+                TABLE.c.service == "hibp"
+            )
+        ).one()
+    assert tuple(row) == ("5BAA6", 404, 12)
+
+    # A second run finds everything present and inserts nothing.
+    again = migrate_disk_cache(fixture.root, engine, status_dir=status_dir)
+    assert (again.migrated, again.already_present) == (0, 38)
+    assert again.migration_id == summary.migration_id
+
+
+def test_validate_finds_nothing_then_the_tampered_row(
+    engine: Engine, fixture: DiskFixture, tmp_path: Path
+) -> None:
+    summary = migrate_disk_cache(fixture.root, engine, status_dir=tmp_path / "status")
+    mid = summary.migration_id
+
+    clean = validate_migration(fixture.root, engine, migration_id=mid)
+    assert (clean.compared, clean.matching, clean.differences) == (38, 38, 0)
+    sampled = validate_migration(fixture.root, engine, migration_id=mid, sample=10)
+    assert sampled.compared == 10
+    assert sampled.matching + sampled.unlocated == 10  # the misplaced record is unlocated
+    assert (sampled.differences, sampled.rows_of_migration) == (0, 38)
+
+    with engine.begin() as conn:
+        # Someone edits a migrated row by hand: the record no longer matches its file.
+        conn.execute(
+            update(TABLE)
+            .where(TABLE.c.cache_key_hash == key_hash("198.51.0.3"))
+            .values(payload={"format": 1})
+        )
+    tampered = validate_migration(fixture.root, engine, migration_id=mid)
+    path = fixture.root / "dshield" / "19" / "198.51.0.3.json"
+    assert tampered.differs == [str(path)]
+    assert tampered.missing == []
+    assert tampered.matching == 37
+
+
+def test_rollback_removes_only_the_migrated_rows(
+    engine: Engine, fixture: DiskFixture, tmp_path: Path
+) -> None:
+    summary = migrate_disk_cache(fixture.root, engine, status_dir=tmp_path / "status")
+    cache = EnrichmentDatabaseCache(engine)
+    # A worker overwrites one migrated key and stores a new one.
+    cache.store_cached(Outcome("dshield", "198.51.0.0", Status.SUCCESS, data={"fresh": 1}))
+    cache.store_cached(Outcome("dshield", "192.0.2.250", Status.NOT_FOUND))
+
+    assert rollback_migration(engine, summary.migration_id, batch_size=5) == 37
+
+    assert _rows(engine) == 2
+    kept = cache.get_cached("dshield", "198.51.0.0")
+    assert kept is not None
+    assert kept.outcome.data == {"fresh": 1}
+    assert cache.get_cached("dshield", "192.0.2.250") is not None
+    assert rollback_migration(engine, summary.migration_id) == 0
+
+
+def _cli(*args: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    code = "from cowrieprocessor.cli.enrich import main; main()"
+    return subprocess.Popen(
+        [sys.executable, "-c", code, *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def test_killed_migration_resumes_and_finishes(db_url: str, tmp_path: Path) -> None:
+    from cowrieprocessor.db import schema
+    from cowrieprocessor.db.engine import create_engine
+
+    fx = make_disk_cache(tmp_path / "disk", fresh=1200)
+    expected = len(fx.entries)
+    status_dir = tmp_path / "status"
+    env = {**os.environ, "COWRIEPROC_STATUS_DIR": str(status_dir), "COWRIEPROC_DB_URL": db_url}
+    engine = create_engine(db_url)
+    schema.upgrade(engine)
+    args = ("migrate-cache", "--from-disk", str(fx.root), "--to-database", "--json")
+
+    # Batches of one entry: slow enough to be killed halfway, at a random batch.
+    proc = _cli(*args, "--batch-size", "1", env=env)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        status = read_status(status_dir)
+        if status and status.get("summary", {}).get("migrated", 0) >= 150:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = _rows(engine)
+    status = read_status(status_dir)
+    assert status is not None
+    assert status["state"] == "running"
+    assert 150 <= killed_at < expected
+
+    resumed = _cli(*args, "--batch-size", "500", env=env)
+    out, err = resumed.communicate(timeout=60)
+    assert resumed.returncode == 0, err.decode()
+    summary = orjson.loads(out)
+    assert summary["resumed"] is True
+    assert summary["migration_id"] == status["migration_id"]
+    assert summary["skipped_done_shards"] >= 1
+    assert summary["migrated"] + summary["already_present"] + killed_at >= expected
+    assert _rows(engine) == _rows(engine, summary["migration_id"]) == expected
+    report = validate_migration(fx.root, engine, migration_id=summary["migration_id"])
+    assert (report.matching, report.differences) == (expected, 0)
+    engine.dispose()
