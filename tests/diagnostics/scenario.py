@@ -106,9 +106,14 @@ def _session_plan(sensor: str, index: int, ip: str) -> tuple[dict[str, Any], boo
         elif index < 141:
             at = T0 + timedelta(seconds=index - 91)
             dshield = envelope(
-                "dshield", ip, "error", "auth", http_status=401,
-                message="dshield: HTTP 401, the key was refused", at=at,
-            )  # fmt: skip
+                "dshield",
+                ip,
+                "error",
+                "auth",
+                http_status=401,
+                message="dshield: HTTP 401, the key was refused",
+                at=at,
+            )
         else:
             dshield = None
         urlhaus = (
@@ -121,7 +126,7 @@ def _session_plan(sensor: str, index: int, ip: str) -> tuple[dict[str, Any], boo
                 "rate_limited",
                 http_status=429,
                 message="urlhaus: HTTP 429, too many requests",
-            )  # fmt: skip
+            )
         )
         spur = (
             envelope("spur", ip, "success", data={"tunnels": []})
