@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session
 from cowrieprocessor.db.models import DeadLetterEvent, IngestedFile, SessionSummary
 from cowrieprocessor.db.textrule import encode_text
 from cowrieprocessor.ingest.events import EventError, parse_line
+from cowrieprocessor.ingest.pipeline import run_ahead
 from cowrieprocessor.ingest.reader import (
     Line,
     ReadProblem,
@@ -191,6 +192,16 @@ class _FileRun:
         self.pending_lines = _pending_truncated_lines(loader.engine, self.path)
 
     def read(self, summary: IngestSummary) -> None:
+        """Read, parse and write the file: batches are read and parsed in a background
+        thread while the database writes the one before (see :mod:`.pipeline`)."""
+        # Offsets count decompressed bytes: only a plain file's size is a total.
+        total = self.source.size if self.source.compression == "none" else 0
+        for batch in run_ahead(self._batches(summary)):
+            self._write(batch)
+            if self.loader.progress is not None:
+                self.loader.progress(batch.checkpoint.offset, total, self.path)
+
+    def _batches(self, summary: IngestSummary) -> Generator[_Batch, None, None]:
         for item in read_lines(self.source, self.offset, self.line_no):
             if isinstance(item, ReadProblem):
                 self._problem(item, summary)
@@ -200,13 +211,8 @@ class _FileRun:
                 continue
             self._line(item)
             if len(self.events) + len(self.letters) >= self.loader.batch_size:
-                self._flush(finished=False)
-                if self.loader.progress is not None:
-                    # Offsets count decompressed bytes: only a plain file's size is a total.
-                    plain = self.source.compression == "none"
-                    total = self.source.size if plain else 0
-                    self.loader.progress(self.offset, total, self.path)
-        self._flush(finished=True)
+                yield self._take(finished=False)
+        yield self._take(finished=True)
 
     def _line(self, line: Line) -> None:
         try:
@@ -251,7 +257,8 @@ class _FileRun:
         summary.warnings.append(problem.detail)
         log.warning("%s", problem.detail)
 
-    def _flush(self, *, finished: bool) -> None:
+    def _take(self, *, finished: bool) -> _Batch:
+        """Hand over what was parsed since the last batch, with its checkpoint."""
         checkpoint = Checkpoint(
             path=self.path,
             compression=self.source.compression,
@@ -261,19 +268,35 @@ class _FileRun:
             line=self.line_no,
             finished=finished,
         )
-        outcome = self.loader.writer.write(
-            self.events,
-            self.letters,
-            checkpoint,
-            resolved=self.resolved,
-            events_read=self.batch_read,
-        )
-        self.result.events_read += self.batch_read
-        self.result.events_loaded += outcome.inserted
-        self.result.duplicates += outcome.duplicates
-        self.result.dead_letters += len(self.letters)
+        batch = _Batch(self.events, self.letters, self.resolved, self.batch_read, checkpoint)
         self.events, self.letters, self.resolved = [], [], []
         self.batch_read = 0
+        return batch
+
+    def _write(self, batch: _Batch) -> None:
+        outcome = self.loader.writer.write(
+            batch.events,
+            batch.letters,
+            batch.checkpoint,
+            resolved=batch.resolved,
+            events_read=batch.events_read,
+        )
+        self.result.events_read += batch.events_read
+        self.result.events_loaded += outcome.inserted
+        self.result.duplicates += outcome.duplicates
+        self.result.dead_letters += len(batch.letters)
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """What one transaction writes: parsed events, dead letters, and where the file stands
+    after them."""
+
+    events: list[LoadedEvent]
+    letters: list[DeadLetter]
+    resolved: list[tuple[str, int]]
+    events_read: int
+    checkpoint: Checkpoint
 
 
 def _sessions_updated_since(engine: Engine, since: datetime) -> int:
