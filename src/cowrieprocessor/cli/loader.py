@@ -98,7 +98,7 @@ def ingest(
     if json:
         emit_json(result)
     else:
-        _print_summary(summary)
+        _print_summary(summary, redact_url(settings.db_url))
     if not summary.files:
         fail("no input files found", EXIT_FAILED)
     if summary.nothing_readable:
@@ -117,9 +117,9 @@ def _progress(enabled: bool) -> Progress:
     )
 
 
-def _print_summary(summary: IngestSummary) -> None:
+def _print_summary(summary: IngestSummary, db: str) -> None:
     data = summary.as_dict()
-    table = Table(title="cowrie-loader", show_header=False, title_justify="left")
+    table = Table(title=f"cowrie-loader → {db}", show_header=False, title_justify="left")
     for label, key in (
         ("files", "files"),
         ("files unchanged since last run", "files_unchanged"),
