@@ -24,6 +24,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -96,6 +97,8 @@ class FakeProviders:
         self.overrides: dict[tuple[str, str | None], Reply] = {}
         self.seen: list[Seen] = []
         self.headers_seen: list[dict[str, str]] = []
+        #: Seconds every answer waits before it is sent (to slow a run down).
+        self.delay = 0.0
         self._lock = threading.Lock()
         server.expect_request(re.compile(".*")).respond_with_handler(self._handle)
 
@@ -134,6 +137,8 @@ class FakeProviders:
             with self._lock:
                 self.seen.append(Seen(service, endpoint, key))
                 self.headers_seen.append(dict(request.headers))
+            if self.delay:
+                time.sleep(self.delay)
             return self._answer(request, service, endpoint, key)
         return Response("no such path", status=404)
 

@@ -4,21 +4,25 @@ and that no key appears in anything a run writes (checked on a real subprocess).
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 from pytest_httpserver import HTTPServer
-from sqlalchemy import MetaData, select
+from sqlalchemy import MetaData, func, select
 from typer.testing import CliRunner
 from werkzeug import Response
 
 from cowrieprocessor.cli.enrich import app
 from cowrieprocessor.db import schema
 from cowrieprocessor.db.engine import create_engine
+from cowrieprocessor.db.models import SessionSummary, table_of
+from cowrieprocessor.db.textrule import decode_json
 from cowrieprocessor.ingest.loader import Loader
 from tests.conftest import SHARED_LOGS
 from tests.enrichment.servers import EMAIL, KEYS, FakeProviders, fast_settings
@@ -194,3 +198,56 @@ def test_keys_never_appear_in_anything_a_run_writes(
     for secret in [*KEYS.values(), EMAIL]:
         leaked = [name for name, data in written.items() if secret.encode() in data]
         assert leaked == [], f"{secret[:6]}... found in {leaked}"
+
+
+@pytest.mark.slow  # two process starts: about 3 s on an idle machine
+def test_sigkill_then_rerun_finishes_without_asking_twice(
+    db: str, providers: FakeProviders, tmp_path: Path
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COWRIEPROC_")}
+    env |= _environment(providers)
+    script = Path(sys.executable).parent / "cowrie-enrich"
+    status_dir = tmp_path / "status"
+    command = [str(script), "refresh", "--db", db, "--batch-size", "10"]
+    command += ["--services", "dshield,spur", "--cache-dir", str(tmp_path / "cache")]
+    command += ["--status-dir", str(status_dir), *_key_flags()]
+    providers.delay = 0.05
+    engine = create_engine(db)
+    table = table_of(SessionSummary)
+    written = select(func.count()).where(table.c.enrichment.is_not(None))
+
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    done = 0
+    while time.monotonic() < deadline and done < 20:
+        time.sleep(0.02)
+        with engine.connect() as conn:
+            done = conn.scalar(written) or 0
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=10)
+    assert process.returncode == -signal.SIGKILL
+    with engine.connect() as conn:
+        done = conn.scalar(written) or 0
+    assert 20 <= done < SESSIONS
+    first = providers.by_service()
+
+    providers.delay = 0.0
+    rerun = subprocess.run(command, env=env, capture_output=True, timeout=120, check=False)
+    assert rerun.returncode == 0, rerun.stderr.decode()[-2000:]
+    with engine.connect() as conn:
+        rows = conn.execute(select(table.c.enrichment)).all()
+    engine.dispose()
+    assert len(rows) == SESSIONS
+    assert all(sorted(row.enrichment) == ["dshield", "spur"] for row in rows)
+    assert all(
+        decode_json(row.enrichment[name])["status"] in ("success", "not_found")
+        for row in rows
+        for name in ("dshield", "spur")
+    )
+    # Each distinct address asked once over both runs; at most the one request in flight
+    # when the first run was killed (its answer never reached the cache) is asked again.
+    distinct = len({s.key for s in providers.seen if s.service == "dshield"})
+    total = providers.by_service()
+    assert first["dshield"] < distinct
+    assert distinct <= total["dshield"] <= distinct + 1
+    assert distinct <= total["spur"] <= distinct + 1
