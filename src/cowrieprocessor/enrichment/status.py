@@ -16,7 +16,7 @@ Shape (``v`` 1)::
      "outcomes": {"dshield": {"success": 40, "skipped/not_routable": 2, ...}, ...},
      "lookups": {"dshield": {"cache_hits": 3, "cache_misses": 55, "api_calls": 55, ...}},
      "cache": {"hits": 3, "misses": 55, "repeats_in_run": 12}, "api_calls": 55,
-     "rate_rows_per_second": 120.5, "eta_seconds": 4.2,
+     "rate_rows_per_second": 120.5, "rate_api_calls_per_second": 9.8, "eta_seconds": 4.2,
      "last_errors": {"spur": "error/auth: spur: HTTP 401, ..."}}
 """
 
@@ -92,6 +92,7 @@ class RunCounters:
         scanned = sum(r.scanned for r in self.rows.values())
         total = sum(r.total for r in self.rows.values())
         rate = scanned / elapsed
+        api_calls = sum(s.api_calls for s in lookups.values())
         remaining = max(total - scanned, 0)
         eta = round(remaining / rate, 1) if rate > 0 and self.state == "running" else None
         hits = sum(s.cache_hits for s in lookups.values())
@@ -114,8 +115,9 @@ class RunCounters:
             },
             "lookups": {name: s.to_dict() for name, s in sorted(lookups.items())},
             "cache": {"hits": hits, "misses": misses, "repeats_in_run": repeats},
-            "api_calls": sum(s.api_calls for s in lookups.values()),
+            "api_calls": api_calls,
             "rate_rows_per_second": round(rate, 2),
+            "rate_api_calls_per_second": round(api_calls / elapsed, 2),
             "eta_seconds": eta,
             "last_errors": {
                 name: s.last_error for name, s in sorted(lookups.items()) if s.last_error
