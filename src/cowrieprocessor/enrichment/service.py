@@ -7,8 +7,12 @@ session's source IP, a file's hash and URL, or a password into outcomes. For eac
 1. the in-run memo: a key already looked up in this run gets the same outcome again,
    whatever it was (so a failing key is not hammered within one run);
 2. the cache, when it holds a fresh entry (success or not found);
-3. the service's client, which never raises: local refusals (not routable, no key)
-   cost no request, and a stopped or paused service answers ``skipped`` at once.
+3. the service's client, which never raises; a stopped or paused service answers
+   ``skipped`` at once.
+
+Before all three, the service's local check refuses keys that must not leave the machine
+(addresses that are not global, malformed hashes, a missing key): their ``skipped``
+outcome is returned without touching the memo, the cache or the client.
 
 Only definitive outcomes are stored in the cache; errors and skips never are, so the
 next run tries them again. A cache that cannot be written (disk full) is logged and the
@@ -194,8 +198,9 @@ class EnrichmentService:
         endpoint = client.service.resolve_endpoint(endpoint)
         local = client.service.check(key, endpoint)
         if local is not None:
-            # Refused locally (not routable, no key): no cache, no memo needed, no I/O.
-            return client.lookup(key, endpoint)
+            # Refused locally (not routable, not applicable, no key): the service's own
+            # check decides; nothing reaches the client, the cache or the network.
+            return local
 
         cache_key = client.service.normalize_key(key or "", endpoint)
         memo_key = (service, endpoint, cache_key)
