@@ -27,12 +27,15 @@ flag; #110 not_found flagged; scw #100 (auth error) flagged.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, insert, select, update
 
+from cowrieprocessor.db import schema
+from cowrieprocessor.db.engine import create_engine
 from cowrieprocessor.db.models import File, LoginAttempt, PasswordEnrichment, SessionSummary
 from cowrieprocessor.db.models import table_of as _table
 from cowrieprocessor.db.textrule import encode_json, encode_text
@@ -293,3 +296,24 @@ def _passwords(conn: Any) -> None:
                 updated_at=now,
             )
         )  # fmt: skip
+
+
+def scenario_database(kind: str, tmp_path_factory: Any) -> Iterator[str]:
+    """URL of a database of ``kind`` (sqlite, postgresql) holding the scenario; dropped
+    afterwards. For module-scoped fixtures: the diagnostics only read."""
+    from tests.conftest import create_pg_database, drop_pg_database
+
+    if kind == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('scenario') / 'cowrie.sqlite'}"
+    else:
+        url = create_pg_database()
+    engine = create_engine(url)
+    try:
+        schema.upgrade(engine)
+        build(engine)
+        engine.dispose()
+        yield url
+    finally:
+        engine.dispose()
+        if kind != "sqlite":
+            drop_pg_database(url)

@@ -3,19 +3,40 @@ on SQLite and PostgreSQL (the plan and its arithmetic are in scenario.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from sqlalchemy import Engine
 
+from cowrieprocessor.db import schema
+from cowrieprocessor.db.engine import create_engine
 from cowrieprocessor.diagnostics import DiagnoseOptions, Report, Thresholds, run_diagnostics
 from tests.diagnostics.scenario import EVIL_ID, A, B, C, H, Scenario, build
 
 
-@pytest.fixture
-def built(engine: Engine) -> tuple[Engine, Scenario, Report]:
-    scenario = build(engine)
-    return engine, scenario, run_diagnostics(engine)
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
+def built(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Engine, Scenario, Report]]:
+    """One scenario database per kind for the whole module: the diagnostics only read."""
+    from tests.conftest import create_pg_database, drop_pg_database
+
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('diag') / 'cowrie.sqlite'}"
+    else:
+        url = create_pg_database()
+    engine = create_engine(url)
+    try:
+        schema.upgrade(engine)
+        scenario = build(engine)
+        yield engine, scenario, run_diagnostics(engine)
+    finally:
+        engine.dispose()
+        if request.param != "sqlite":
+            drop_pg_database(url)
 
 
 def _tally(report: Report, service: str) -> dict[str, Any]:
