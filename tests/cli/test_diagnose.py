@@ -35,7 +35,7 @@ def scenario_url(
 
 
 @pytest.fixture
-def invoke(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
+def invoke(monkeypatch: pytest.MonkeyPatch) -> Any:
     """``invoke(*args, env=...)``: run `cowrie-enrich` in this process, wide console."""
     monkeypatch.setattr(common.console, "width", 400)
     monkeypatch.setenv("COWRIEPROC_CONFIG", "")
@@ -44,7 +44,7 @@ def invoke(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
     def run(*args: str, env: dict[str, str] | None = None) -> Result:
         return runner.invoke(app, list(args), env=env)
 
-    yield run
+    return run
 
 
 def test_console_script_json_summary_and_exit_code(scenario_url: str) -> None:
