@@ -20,7 +20,9 @@ from typer.testing import CliRunner, Result
 
 from cowrieprocessor.cli import common
 from cowrieprocessor.cli.enrich import app
-from tests.diagnostics.scenario import H, scenario_database
+from cowrieprocessor.db.textrule import encode_text
+from cowrieprocessor.enrichment.targets import IdFilter
+from tests.diagnostics.scenario import EVIL_ID, H, scenario_database
 
 BIN = Path(sys.executable).parent
 
@@ -121,12 +123,19 @@ def test_export_priority_sessions(scenario_url: str, invoke: Any, tmp_path: Path
     result = invoke("diagnose", "--db", scenario_url, "--only", "8", "--export", str(target))
     assert result.exit_code == 0, result.output  # no check belongs to diagnostic 8
     lines = target.read_text("utf-8").splitlines()
-    assert len(lines) == 43
+    assert len(lines) == 44
     # Two transfers, then one upload; the real sessions with logins come in between.
     assert lines[:2] == [f"{H}\th220", f"{H}\th230"]
     assert {f"{H}\th221", f"{H}\th222"} <= set(lines)
     assert all(line.count("\t") == 1 for line in lines)
-    assert "exported 43 session(s)" in result.stderr
+    assert "exported 44 session(s)" in result.stderr
+    # The id with an escape sequence and a NUL goes out as its original text, and
+    # refresh --ids-from reads it back as naming the stored session.
+    assert f"{H}\tevil\x1b[2J\x00" in lines
+    ids = IdFilter.from_file(target)
+    assert len(ids) == 44
+    assert ids.matches(H, encode_text(EVIL_ID))
+    assert ids.matches(H, "h220") and not ids.matches(H, "h240")
 
 
 def test_diagnosis_failures_exit_2(tmp_path: Path, invoke: Any) -> None:

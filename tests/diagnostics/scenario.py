@@ -198,6 +198,7 @@ def _hand_sessions(conn: Any, scenario: Scenario) -> None:
         (22, 1): {"login_successes": 1},
         (22, 2): {"command_count": 5},
         (23, 0): {"upload_count": 1, "command_count": 1},
+        (24, 3): {"command_count": 1},
     }
     for day in range(20, 25):
         for n in range(4):

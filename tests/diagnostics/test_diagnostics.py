@@ -173,7 +173,7 @@ def test_priority_samples_and_errors(built: tuple[Engine, Scenario, Report]) -> 
         and (r.download_count + r.upload_count + r.login_successes + r.command_count) > 0
     )
     assert [(p.sensor, p.session_id) for p in ranked] == [key for _, key in expected]
-    assert report.as_dict()["8"]["sessions"] == len(expected) == 43
+    assert report.as_dict()["8"]["sessions"] == len(expected) == 44
     top = ranked[0]
     assert (top.sensor, top.session_id, top.transfers, top.missing) == (
         H, "h220", 2, ("dshield", "urlhaus", "spur"),

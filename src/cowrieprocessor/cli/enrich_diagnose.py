@@ -32,6 +32,7 @@ from cowrieprocessor.cli.common import (
 )
 from cowrieprocessor.db import schema
 from cowrieprocessor.db.engine import create_engine, redact_url
+from cowrieprocessor.db.textrule import decode_text
 from cowrieprocessor.diagnostics import (
     DiagnoseOptions,
     Report,
@@ -158,17 +159,27 @@ def _parse_since(text: str | None) -> datetime | None:
 
 
 def _export(report: Report, path: Path) -> tuple[int, int]:
-    """Write the ranked sessions of diagnostic 8 in their stored form; ids holding a tab
-    or a line break cannot be written unambiguously and are counted instead."""
+    """Write the ranked sessions of diagnostic 8 as ``refresh --ids-from`` reads them: the
+    original text, UTF-8 with surrogate escapes. Ids that such a line cannot carry (a
+    tab, a line break, surrounding blanks, a surrogate outside the escape range) are
+    counted instead."""
     ranked = report.records.get(8)
     if ranked is None:
         fail("--export needs diagnostic 8 (add 8 to --only)", EXIT_USAGE)
     lines, skipped = [], 0
     for item in ranked:
-        if any(char in f"{item.sensor}{item.session_id}" for char in "\t\r\n"):
+        sensor, session_id = decode_text(item.sensor), decode_text(item.session_id)
+        line = f"{sensor}\t{session_id}\n"
+        try:
+            line.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:
             skipped += 1
             continue
-        lines.append(f"{item.sensor}\t{item.session_id}\n")
+        unsafe = any(char in sensor + session_id for char in "\t\r\n")
+        if unsafe or sensor.strip() != sensor or session_id.strip() != session_id:
+            skipped += 1
+            continue
+        lines.append(line)
     path.write_text("".join(lines), encoding="utf-8", errors="surrogateescape")
     return len(lines), skipped
 
