@@ -6,6 +6,7 @@ when it finds differences.
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
@@ -107,6 +108,10 @@ def migrate_cache(
         typer.Option("--migration-id", help="Default: the one in the status file."),
     ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = migrate.DEFAULT_BATCH_SIZE,
+    workers: Annotated[
+        int,
+        typer.Option("--workers", min=1, help="Processes reading files (default: CPUs, max 4)."),
+    ] = min(4, os.cpu_count() or 1),
     json: JsonOption = False,
     config: ConfigOption = None,
     verbose: VerboseOption = False,
@@ -130,7 +135,7 @@ def migrate_cache(
             _validate(engine, settings, from_disk, migration_id, sample, json)
         else:
             assert from_disk is not None
-            _migrate(engine, settings, from_disk, batch_size, dry_run, json)
+            _migrate(engine, settings, from_disk, batch_size, workers, dry_run, json)
     except SQLAlchemyError as error:
         fail(f"database error: {error}", as_json=json)
     except ValueError as error:
@@ -144,6 +149,7 @@ def _migrate(
     settings: Settings,
     source: Path,
     batch_size: int,
+    workers: int,
     dry_run: bool,
     as_json: bool,
 ) -> None:
@@ -171,6 +177,7 @@ def _migrate(
             policy=ttl_policy(settings),
             batch_size=batch_size,
             dry_run=dry_run,
+            workers=workers,
             progress=show,
         )
     result = summary.to_dict()

@@ -9,12 +9,14 @@ are counted and not copied. Each inserted row carries the migration's id in
 :func:`rollback_migration` removes exactly the rows this migration inserted and still
 holds, never a row written since.
 
-Resuming: after each committed batch the status file
-(``{status_dir}/cache_migration.json``) records the shards whose entries are all
-committed. A rerun after a kill, with the same source and database, keeps the migration
-id and skips those shards; the shard that was in progress is read again and its
-committed rows count as already present. Killing the process at any point loses at most
-the uncommitted batch, which the rerun inserts.
+Files are read in a fixed order: services, shards and names sorted. Resuming: after
+committed batches the status file (``{status_dir}/cache_migration.json``) records, per
+shard, the last file name whose entry is committed. A rerun after a kill, with the same
+source and database, keeps the migration id and starts each shard after that name; rows
+committed after the last status update count as already present. Killing the process at
+any point loses at most the uncommitted batch, which the rerun inserts. Files added to a
+shard behind its recorded name after the kill are not read by the rerun; in the hybrid
+phase their entries are in the database already, since the hybrid cache writes both.
 """
 
 from __future__ import annotations
@@ -23,9 +25,12 @@ import logging
 import os
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +39,18 @@ from sqlalchemy import Engine, delete, func, select
 
 from cowrieprocessor.db.engine import is_postgres, redact_url
 from cowrieprocessor.enrichment.cache.base import CacheEntry, format_time
-from cowrieprocessor.enrichment.cache.database import TABLE, insert_statement, payload_text
+from cowrieprocessor.enrichment.cache.database import TABLE, payload_text
 from cowrieprocessor.enrichment.cache.disk import DiskItem, EnrichmentCacheManager
-from cowrieprocessor.enrichment.cache.rows import entry_row, key_hash, load_payload
+from cowrieprocessor.enrichment.cache.rows import key_hash, load_payload
 from cowrieprocessor.enrichment.cache.ttl import Clock, TTLPolicy, system_clock
 from cowrieprocessor.enrichment.migrate_files import NOTE_KINDS, PROBLEM_KINDS, judge
+from cowrieprocessor.enrichment.migrate_io import (
+    Chunk,
+    ChunkResult,
+    list_chunks,
+    read_chunk,
+    write_batch,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +58,8 @@ STATUS_FILE = "cache_migration.json"
 DEFAULT_BATCH_SIZE = 1000
 #: At most this many paths are named per kind; the counts stay exact.
 MAX_NAMED = 1000
-_NUL_MARK = "\ue0000"  # how the text rule stores NUL, seen in the payload text
+#: Seconds between status file updates (and always after the last batch).
+STATUS_INTERVAL = 0.5
 
 
 @dataclass
@@ -142,23 +155,24 @@ def write_status(status_dir: Path, status: dict[str, Any]) -> None:
 # -- migrating --------------------------------------------------------------------------
 
 
-def _walk_shards(
-    disk: EnrichmentCacheManager, done: set[str], summary: MigrationSummary
-) -> Iterator[tuple[str, DiskItem | None]]:
-    """Yield ``(shard, item)`` per file, then ``(shard, None)`` when a shard is complete."""
-    current: str | None = None
-    for item in disk.scan():
-        shard = f"{item.service}/{item.path.parent.name}"
-        if shard in done:
-            continue
-        if shard != current:
-            if current is not None:
-                yield current, None
-            current = shard
-        yield shard, item
-    if current is not None:
-        yield current, None
-    summary.skipped_done_shards = len(done)
+def _chunk_results(
+    chunks: Iterator[Chunk],
+    workers: int,
+    read: Callable[[Chunk], ChunkResult],
+) -> Iterator[ChunkResult]:
+    """Results in chunk order; with ``workers`` > 1 read in that many processes, keeping
+    at most two chunks per worker in flight so memory stays bounded."""
+    if workers <= 1:
+        yield from (read(chunk) for chunk in chunks)
+        return
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        pending: deque[Future[ChunkResult]] = deque()
+        for chunk in chunks:
+            pending.append(pool.submit(read, chunk))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 def migrate_disk_cache(
@@ -169,137 +183,110 @@ def migrate_disk_cache(
     policy: TTLPolicy | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     dry_run: bool = False,
+    workers: int = 1,
     clock: Clock = system_clock,
     progress: Progress | None = None,
 ) -> MigrationSummary:
     """Copy every fresh entry of the disk cache at ``source`` into the database.
 
     ``dry_run`` reads and classifies every file and writes nothing (no rows, no status
-    file). Safe to run beside live workers: inserts never replace a row. Two migrations
-    of the same source at once would share the status file; run one at a time.
+    file). ``workers`` processes read the files (the parent writes). Safe to run beside
+    live workers: inserts never replace a row. Run one migration of a source at a time:
+    two would share the status file.
 
     Raises:
-        ValueError: ``batch_size`` below 1 or ``source`` is not a directory.
+        ValueError: ``batch_size`` or ``workers`` below 1, or ``source`` is not a
+            directory.
         sqlalchemy.exc.SQLAlchemyError: the database failed; committed batches stay and
             the status file lets a rerun resume.
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if batch_size < 1 or workers < 1:
+        raise ValueError(f"batch_size and workers must be at least 1, got {batch_size}, {workers}")
     if not Path(source).is_dir():
         raise ValueError(f"the disk cache {source} is not a directory")
     policy = policy or TTLPolicy()
+    root = Path(source).absolute()
     database = redact_url(engine.url.render_as_string(hide_password=False))
-    disk = EnrichmentCacheManager(source, policy=policy, clock=clock)
     status = read_status(status_dir) if not dry_run else None
     same_target = (
         status is not None
-        and status.get("source") == str(disk.cache_dir)
+        and status.get("source") == str(root)
         and status.get("database") == database
     )
     resumed = same_target and status is not None and status.get("state") in ("running", "failed")
     migration_id = str(status["migration_id"]) if same_target and status else str(uuid.uuid4())
-    done: set[str] = set(status.get("done_shards", [])) if resumed and status else set()
-    summary = MigrationSummary(
-        migration_id, str(disk.cache_dir), database, dry_run=dry_run, resumed=resumed
-    )
+    done: dict[str, str] = dict(status.get("progress", {})) if resumed and status else {}
+    summary = MigrationSummary(migration_id, str(root), database, dry_run=dry_run, resumed=resumed)
+    summary.skipped_done_shards = len(done)
     started = time.monotonic()
     now = clock()
     logger.info(
         "cache migration %s %s from %s to %s",
         migration_id,
         "resumed" if resumed else "started",
-        disk.cache_dir,
+        root,
         database,
     )
 
-    jsonb = is_postgres(engine)
-    statement = (
-        insert_statement(engine).on_conflict_do_nothing(
-            index_elements=[TABLE.c.service, TABLE.c.cache_key_hash]
-        )
-    ).returning(TABLE.c.id)
     state: dict[str, Any] = {
         "migration_id": migration_id,
-        "source": str(disk.cache_dir),
+        "source": str(root),
         "database": database,
         "state": "running",
         "started_at": (status or {}).get("started_at") if resumed else format_time(now),
-        "done_shards": sorted(done),
+        "progress": dict(done),
     }
     rows: list[dict[str, Any]] = []
-    finished: list[str] = []  # shards complete in the walk, committed with the next batch
+    marks: list[tuple[str, str]] = []  # chunk ends, recorded once their rows are committed
     last_status = 0.0
 
-    def flush() -> None:
+    def flush(final: bool = False) -> None:
         nonlocal last_status
         if rows and not dry_run:
-            with engine.begin() as conn:
-                inserted = len(conn.execute(statement, rows).all())
+            inserted = write_batch(engine, rows)
             summary.migrated += inserted
             summary.already_present += len(rows) - inserted
         elif rows:
             summary.migrated += len(rows)
         summary.batches += 1 if rows else 0
         rows.clear()
-        done.update(finished)
-        finished.clear()
+        done.update(marks)
+        marks.clear()
         summary.seconds = time.monotonic() - started
-        if not dry_run and time.monotonic() - last_status >= 0.5:
-            state["done_shards"] = sorted(done)
-            state["summary"] = summary.to_dict()
+        if not dry_run and (final or time.monotonic() - last_status >= STATUS_INTERVAL):
+            state.update(progress=dict(done), summary=summary.to_dict())
             state["updated_at"] = format_time(clock())
             write_status(status_dir, state)
             last_status = time.monotonic()
         if progress is not None:
             progress(summary)
 
+    read = partial(
+        read_chunk, policy=policy, now=now, jsonb=is_postgres(engine), migration_id=migration_id
+    )
     try:
-        for shard, item in _walk_shards(disk, done, summary):
-            if item is None:
-                finished.append(shard)
-                continue
-            summary.files_seen += 1
-            verdict = judge(item, policy)
-            if verdict.problem is not None:
-                group = summary.problems
-                summary.name(group, verdict.problem, item.path)
-                if verdict.problem != "temp_file":
-                    logger.warning(
-                        "cache migration: %s %s %s",
-                        verdict.problem,
-                        item.path,
-                        verdict.detail or "",
-                    )
-                continue
-            if verdict.note is not None:
-                summary.name(summary.notes, verdict.note, item.path)
-            entry = verdict.entry
-            assert entry is not None
-            if entry.is_expired(now):
-                summary.expired += 1
-                continue
-            row = entry_row(entry, jsonb=jsonb, migration_id=migration_id)
-            if _NUL_MARK in row["payload_json"]:
-                summary.nul_escapes += 1
-            rows.append(row)
+        for result in _chunk_results(list_chunks(root, done), workers, read):
+            summary.files_seen += result.files
+            summary.expired += result.expired
+            summary.nul_escapes += result.nul_escapes
+            for kind, path, detail, is_problem in result.named:
+                summary.name(summary.problems if is_problem else summary.notes, kind, Path(path))
+                if is_problem and kind != "temp_file":
+                    logger.warning("cache migration: %s %s %s", kind, path, detail or "")
+            rows.extend(result.rows)
+            marks.append((result.shard, result.last_name))
             if len(rows) >= batch_size:
                 flush()
-        last_status = 0.0
-        flush()
+        flush(final=True)
     except BaseException:
         if not dry_run:
-            state["state"] = "failed"
-            state["done_shards"] = sorted(done)
-            state["summary"] = summary.to_dict()
+            state.update(state="failed", progress=dict(done), summary=summary.to_dict())
             write_status(status_dir, state)
         raise
     summary.seconds = time.monotonic() - started
     if not dry_run:
         state.update(
-            state="done",
-            done_shards=[],
-            summary=summary.to_dict(),
-            updated_at=format_time(clock()),
+            state="done", progress={}, summary=summary.to_dict(), updated_at=format_time(clock())
         )
         write_status(status_dir, state)
     logger.info(

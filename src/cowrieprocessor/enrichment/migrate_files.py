@@ -75,7 +75,7 @@ def judge(item: DiskItem, policy: TTLPolicy) -> FileVerdict:
 
 
 def judge_bytes(raw: bytes, item: DiskItem, policy: TTLPolicy) -> FileVerdict:
-    """Classify the content ``raw`` of a file the disk backend could not read."""
+    """Classify the content ``raw`` of the file ``item``."""
     if not raw.strip():
         return FileVerdict(None, "empty")
     if b"\x00" in raw:
@@ -89,6 +89,10 @@ def judge_bytes(raw: bytes, item: DiskItem, policy: TTLPolicy) -> FileVerdict:
             entry = entry_from_record(parsed)
         except ValueError as exc:
             return FileVerdict(None, "bad_record", detail=str(exc)[:200])
+        if entry.service == item.service and entry_location(entry.service, entry.key)[1] == (
+            item.path.name
+        ):
+            return FileVerdict(entry)
         return FileVerdict(entry, note="misplaced", detail="record names another place")
     return _legacy(parsed, item, policy)
 

@@ -7,10 +7,11 @@ The ``payload`` column holds the entry's record (see
 the text rule (:mod:`cowrieprocessor.db.textrule`). It is serialised here rather than by
 the driver because PostgreSQL's JSONB changes three things a cache must not change:
 
-- Object keys come back sorted (shorter keys first, then by bytes). When an object's keys
-  were in another order, the record gets a ``key_order`` list: for each such object, its
-  index in a pre-order walk that visits keys in JSONB's order, and the permutation back to
-  the original order. Most API payloads need none.
+- Object keys come back sorted (shorter keys first, then by bytes). When an object inside
+  the outcome's ``data`` had its keys in another order, the record gets a ``key_order``
+  list: for each such object, its index in a pre-order walk of ``data`` that visits keys
+  in JSONB's order, and the permutation back to the original order. The record's own
+  fields are read by name, so their order is not kept.
 - Numbers are ``numeric``: ``1e300`` would come back as an integer. Floats of magnitude
   1e16 and above are written as their exact integer value with ``.0``, which ``numeric``
   keeps as a decimal with one fractional digit and which reads back as the same float.
@@ -25,11 +26,12 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from typing import Any
 
 import orjson
 
-from cowrieprocessor.db.textrule import decode_text, encode_text
+from cowrieprocessor.db.textrule import decode_json, encode_text, line_may_need_rule
 from cowrieprocessor.enrichment.cache.base import (
     CacheEntry,
     decode_record,
@@ -44,6 +46,9 @@ CUT_MARK = "…"
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _EXACT_FLOAT_LIMIT = 1e16
+# orjson writes floats of 1e16 and above with an exponent (maybe also inside a string,
+# which only sends that entry down the slower, exact path).
+_EXPONENT = re.compile(rb"[0-9][eE]")
 
 
 def key_hash(key: str) -> str:
@@ -110,25 +115,72 @@ class _Encoder:
 
 def dump_payload(entry: CacheEntry, *, jsonb: bool) -> str:
     """The ``payload`` text of ``entry``; ``jsonb`` when PostgreSQL will store it."""
-    encoder = _Encoder(track_order=jsonb)
-    record = encoder.walk(entry_to_record(entry))
-    if encoder.orders:
-        record["key_order"] = encoder.orders
+    record = entry_to_record(entry)
+    fast = _dump_plain(record, jsonb)
+    if fast is not None:
+        return fast
+    data = record["outcome"]["data"]
+    record["outcome"]["data"] = None
+    record = _Encoder(track_order=False).walk(record)
+    if data is not None:
+        encoder = _Encoder(track_order=jsonb)
+        record["outcome"]["data"] = encoder.walk(data)
+        if encoder.orders:
+            record["key_order"] = encoder.orders
     return orjson.dumps(record).decode("utf-8")
 
 
-class _Decoder:
+def _dump_plain(record: dict[str, Any], jsonb: bool) -> str | None:
+    """The payload when no string needs the text rule and no number needs care, else None.
+
+    Most entries are plain; serialising first and checking the bytes is several times
+    faster than walking every string.
+    """
+    try:
+        raw = orjson.dumps(record)
+    except TypeError:
+        return None  # a lone surrogate or an integer beyond 64 bits
+    if line_may_need_rule(raw) or (jsonb and _EXPONENT.search(raw) is not None):
+        return None
+    if jsonb:
+        orders: list[list[Any]] = []
+        _key_orders(record["outcome"]["data"], orders, [0])
+        if orders:
+            raw = raw[:-1] + b',"key_order":' + orjson.dumps(orders) + b"}"
+    return raw.decode("utf-8")
+
+
+def _key_orders(value: Any, orders: list[list[Any]], counter: list[int]) -> None:
+    """The ``key_order`` hints of ``value`` (keys known to need no text rule)."""
+    if isinstance(value, dict):
+        index = counter[0]
+        counter[0] += 1
+        keys = list(value)
+        order = _jsonb_order(keys) if len(keys) > 1 else list(range(len(keys)))
+        if order != list(range(len(keys))):
+            back = [0] * len(keys)
+            for position, original in enumerate(order):
+                back[original] = position
+            orders.append([index, back])
+        for i in order:
+            _key_orders(value[keys[i]], orders, counter)
+    elif isinstance(value, list):
+        for item in value:
+            _key_orders(item, orders, counter)
+
+
+class _Reorder:
+    """Put the objects named by ``key_order`` back into their original key order."""
+
     def __init__(self, orders: dict[int, list[int]]) -> None:
         self.orders = orders
         self.counter = 0
 
     def walk(self, value: Any) -> Any:
-        if isinstance(value, str):
-            return decode_text(value)
         if isinstance(value, dict):
             index = self.counter
             self.counter += 1
-            items = [(decode_text(k), self.walk(v)) for k, v in value.items()]
+            items = [(k, self.walk(v)) for k, v in value.items()]
             back = self.orders.get(index)
             if back is not None and len(back) == len(items):
                 items = [items[position] for position in back]
@@ -144,10 +196,12 @@ def load_payload(raw: str | bytes) -> CacheEntry:
     if not isinstance(data, dict):
         raise ValueError(f"a cache payload must be a JSON object, got {type(data).__name__}")
     hints = data.pop("key_order", None)
-    orders: dict[int, list[int]] = {}
-    if isinstance(hints, list):
+    record = decode_json(data)
+    outcome = record.get("outcome")
+    if isinstance(hints, list) and isinstance(outcome, dict):
         orders = {int(item[0]): list(item[1]) for item in hints}
-    return entry_from_record(_Decoder(orders).walk(data))
+        outcome["data"] = _Reorder(orders).walk(outcome.get("data"))
+    return entry_from_record(record)
 
 
 def entry_row(
