@@ -230,13 +230,14 @@ def _print_summary(result: RefreshResult) -> None:
         rows.add_row(kind, *(f"{counts[name]:,}" for name in ("total", "scanned", "enriched")))
     console.print(rows)
 
-    outcomes = Table(show_header=True, title_justify="left")
-    for column in ("service", "outcome", "rows"):
-        outcomes.add_column(column, justify="right" if column == "rows" else "left")
-    for service, counts in data["outcomes"].items():
-        for label, number in counts.items():
-            outcomes.add_row(service, label, f"{number:,}")
-    console.print(outcomes)
+    if data["outcomes"]:
+        outcomes = Table(show_header=True, title_justify="left")
+        for column in ("service", "outcome", "rows"):
+            outcomes.add_column(column, justify="right" if column == "rows" else "left")
+        for service, counts in data["outcomes"].items():
+            for label, number in counts.items():
+                outcomes.add_row(service, label, f"{number:,}")
+        console.print(outcomes)
 
     lookups = data["lookups"]
     for service, stats in lookups.items():
