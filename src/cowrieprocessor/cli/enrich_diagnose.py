@@ -9,7 +9,7 @@ from __future__ import annotations
 import json as jsonlib
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -294,191 +294,172 @@ _TALLY_HEAD = [
 ]
 
 
-def _tables(report: Report) -> list[tuple[int, list[str], Rows, list[str]]]:
-    """(diagnostic, header, rows, notes) for each diagnostic that ran."""
-    out: list[tuple[int, list[str], Rows, list[str]]] = []
-    rec = report.records
-    top = report.options.top
-    if 1 in rec:
-        r = rec[1]
-        out.append(
-            (
-                1,
-                ["sessions", "final skips (left out)", "with any", "complete", "coverage", "goal"],
-                [
-                    [
-                        str(r.total),
-                        str(r.excluded),
-                        f"{r.with_any} ({_pct(r.any_pct)})",
-                        str(r.complete),
-                        _pct(r.coverage_pct),
-                        _pct(report.options.thresholds.goal_sessions),
-                    ]
-                ],
-                [f"expected services: {', '.join(r.services)}"],
-            )
-        )
-    if 2 in rec:
-        out.append((2, _TALLY_HEAD, [_tally_row(t) for t in rec[2]], []))
-    if 3 in rec:
-        t = rec[3]
-        head = ["period", "sessions", "complete", *report.options.services]
-        rows = [
-            [
-                p.period,
-                str(p.completeness.total),
-                _pct(p.completeness.coverage_pct),
-                *(_pct(x.coverage_pct) for x in p.tallies),
-            ]
-            for p in t.rows
+Section = tuple[list[str], Rows, list[str]]
+
+
+def _table_1(report: Report, r: Any) -> Section:
+    head = ["sessions", "final skips (left out)", "with any", "complete", "coverage", "goal"]
+    row = [
+        str(r.total),
+        str(r.excluded),
+        f"{r.with_any} ({_pct(r.any_pct)})",
+        str(r.complete),
+        _pct(r.coverage_pct),
+        _pct(report.options.thresholds.goal_sessions),
+    ]
+    return head, [row], [f"expected services: {', '.join(r.services)}"]
+
+
+def _table_2(report: Report, tallies: Any) -> Section:
+    return _TALLY_HEAD, [_tally_row(t) for t in tallies], []
+
+
+def _table_3(report: Report, trend: Any) -> Section:
+    head = ["period", "sessions", "complete", *report.options.services]
+    rows = [
+        [p.period, str(p.completeness.total), _pct(p.completeness.coverage_pct)]
+        + [_pct(x.coverage_pct) for x in p.tallies]
+        for p in trend.rows
+    ]
+    notes = [
+        f"{name}: coverage fell on {since} and stayed below the threshold"
+        for name, since in trend.fell_since.items()
+        if since
+    ]
+    if trend.undated:
+        notes.append(f"{trend.undated} session(s) without a time are not in any period")
+    return head, rows, notes
+
+
+def _table_4(report: Report, files: Any) -> Section:
+    head = ["direction", "rows", "no hash (left out)", "with hash", "success", "not found"]
+    head += ["skipped", "errors", "never", "final", "VirusTotal", "URLhaus (files with URL)"]
+    rows = [
+        [
+            entry.direction,
+            str(entry.rows),
+            str(entry.without_hash),
+            *_tally_row(entry.virustotal)[2:],
+            _pct(entry.urlhaus.coverage_pct),
         ]
-        notes = [
-            f"{name}: coverage fell on {since} and stayed below the threshold"
-            for name, since in t.fell_since.items()
-            if since
-        ]
-        if t.undated:
-            notes.append(f"{t.undated} session(s) without a time are not in any period")
-        out.append((3, head, rows, notes))
-    if 4 in rec:
-        rows = []
-        for entry in rec[4].values():
-            rows.append(
-                [
-                    entry.direction,
-                    str(entry.rows),
-                    str(entry.without_hash),
-                    *_tally_row(entry.virustotal)[2:],
-                    _pct(entry.urlhaus.coverage_pct),
-                ]
-            )
-        out.append(
-            (
-                4,
-                [
-                    "direction",
-                    "rows",
-                    "no hash (left out)",
-                    "with hash",
-                    "success",
-                    "not found",
-                    "skipped",
-                    "errors",
-                    "never",
-                    "final",
-                    "VirusTotal",
-                    "URLhaus (files with URL)",
-                ],
-                rows,
-                [],
-            )
-        )
-    if 5 in rec:
-        rows = [[i.check, i.target, i.service, str(i.count)] for i in rec[5]]
-        out.append((5, ["check", "rows", "service", "count"], rows, []))
-    if 6 in rec:
-        rows = [
+        for entry in files.values()
+    ]
+    return head, rows, []
+
+
+def _table_5(report: Report, found: Any) -> Section:
+    rows = [[i.check, i.target, i.service, str(i.count)] for i in found]
+    return ["check", "rows", "service", "count"], rows, []
+
+
+def _table_6(report: Report, samples: Any) -> Section:
+    rows = []
+    for s in samples:
+        enrichment = jsonlib.dumps(s.enrichment, ensure_ascii=False, sort_keys=True)
+        rows.append(
             [
                 s.service,
                 s.outcome,
                 printable(s.sensor),
                 printable(s.session_id),
                 printable(s.src_ip),
-                printable(
-                    jsonlib.dumps(s.enrichment, ensure_ascii=False, sort_keys=True), limit=400
-                ),
+                printable(enrichment, limit=400),
             ]
-            for s in rec[6]
-        ]
-        out.append(
-            (6, ["service", "outcome", "sensor", "session", "src_ip", "enrichment"], rows, [])
         )
-    if 7 in rec:
-        rows = [
-            [
-                printable(s.sensor),
-                str(s.completeness.total),
-                _pct(s.completeness.coverage_pct),
-                *(_pct(x.coverage_pct) for x in s.tallies),
-            ]
-            for s in rec[7]
+    return ["service", "outcome", "sensor", "session", "src_ip", "enrichment"], rows, []
+
+
+def _table_7(report: Report, sensors: Any) -> Section:
+    rows = [
+        [printable(s.sensor), str(s.completeness.total), _pct(s.completeness.coverage_pct)]
+        + [_pct(x.coverage_pct) for x in s.tallies]
+        for s in sensors
+    ]
+    return ["sensor", "sessions", "complete", *report.options.services], rows, []
+
+
+def _table_8(report: Report, ranked: Any) -> Section:
+    head = ["sensor", "session", "src_ip", "transfers", "logins ok", "commands", "missing"]
+    rows = [
+        [
+            printable(p.sensor),
+            printable(p.session_id),
+            printable(p.src_ip),
+            str(p.transfers),
+            str(p.login_successes),
+            str(p.commands),
+            ", ".join(p.missing),
         ]
-        out.append((7, ["sensor", "sessions", "complete", *report.options.services], rows, []))
-    if 8 in rec:
-        ranked = rec[8]
-        rows = [
-            [
-                printable(p.sensor),
-                printable(p.session_id),
-                printable(p.src_ip),
-                str(p.transfers),
-                str(p.login_successes),
-                str(p.commands),
-                ", ".join(p.missing),
-            ]
-            for p in ranked[:top]
+        for p in ranked[: report.options.top]
+    ]
+    note = (
+        f"{len(ranked)} session(s) in all; export them with "
+        "`cowrie-enrich diagnose --only 8 --export priority.tsv`, then run "
+        "`cowrie-enrich refresh --ids-from priority.tsv`"
+    )
+    return head, rows, [note]
+
+
+def _table_9(report: Report, found: Any) -> Section:
+    patterns, letters, events = found
+    head = ["rows", "service", "kind", "HTTP", "message", "count", "first seen", "last seen"]
+    rows = [
+        [
+            p.target,
+            p.service,
+            p.kind or "",
+            "" if p.http_status is None else str(p.http_status),
+            printable(p.message, limit=120),
+            str(p.count),
+            p.first_seen or "",
+            p.last_seen or "",
         ]
-        notes = [
-            f"{len(ranked)} session(s) in all; export them with "
-            "`cowrie-enrich diagnose --only 8 --export priority.tsv`, then run "
-            "`cowrie-enrich refresh --ids-from priority.tsv`"
-        ]
-        out.append(
-            (
-                8,
-                ["sensor", "session", "src_ip", "transfers", "logins ok", "commands", "missing"],
-                rows,
-                notes,
-            )
-        )
-    if 9 in rec:
-        patterns, letters, events = rec[9]
-        rows = [
-            [
-                p.target,
-                p.service,
-                p.kind or "",
-                "" if p.http_status is None else str(p.http_status),
-                printable(p.message, limit=120),
-                str(p.count),
-                p.first_seen or "",
-                p.last_seen or "",
-            ]
-            for p in patterns[:top]
-        ]
-        rows += [
+        for p in patterns[: report.options.top]
+    ]
+    for group in letters:
+        seen = group.as_dict()
+        rows.append(
             [
                 "dead letters",
                 "",
-                g.reason,
+                group.reason,
                 "",
-                f"{g.unresolved} unresolved",
-                str(g.count),
-                g.as_dict()["first_seen"],
-                g.as_dict()["last_seen"],
+                f"{group.unresolved} unresolved",
+                str(group.count),
+                seen["first_seen"],
+                seen["last_seen"],
             ]
-            for g in letters
-        ]
-        notes = [f"{len(patterns)} enrichment error pattern(s); {events} loaded event(s)"]
-        out.append(
-            (
-                9,
-                ["rows", "service", "kind", "HTTP", "message", "count", "first seen", "last seen"],
-                rows,
-                notes,
-            )
         )
-    if 10 in rec:
-        p = rec[10]
-        out.append(
-            (
-                10,
-                [*_TALLY_HEAD, "breached"],
-                [[*_tally_row(p.hibp), f"{p.breached} ({_pct(p.breached_pct)})"]],
-                [],
-            )
-        )
-    return out
+    notes = [f"{len(patterns)} enrichment error pattern(s); {events} loaded event(s)"]
+    return head, rows, notes
+
+
+def _table_10(report: Report, p: Any) -> Section:
+    row = [*_tally_row(p.hibp), f"{p.breached} ({_pct(p.breached_pct)})"]
+    return [*_TALLY_HEAD, "breached"], [row], []
+
+
+_BUILDERS = {
+    1: _table_1,
+    2: _table_2,
+    3: _table_3,
+    4: _table_4,
+    5: _table_5,
+    6: _table_6,
+    7: _table_7,
+    8: _table_8,
+    9: _table_9,
+    10: _table_10,
+}
+
+
+def _tables(report: Report) -> list[tuple[int, list[str], Rows, list[str]]]:
+    """(diagnostic, header, rows, notes) for each diagnostic that ran. Attacker text is
+    escaped here, once, for both the terminal and Markdown."""
+    return [
+        (number, *_BUILDERS[number](report, record))
+        for number, record in sorted(report.records.items())
+    ]
 
 
 def _check_lines(report: Report, number: int) -> list[tuple[bool, str, list[str]]]:
@@ -486,8 +467,12 @@ def _check_lines(report: Report, number: int) -> list[tuple[bool, str, list[str]
     for check in report.checks_of(number):
         relation = ">=" if check.kind == "min" else "<="
         value = "n/a" if check.value is None else f"{check.value:g}"
-        head = f"{check.name}: {value} (needs {relation} {check.threshold:g})"
-        advice = [a.text + (f"\n    run: {a.command}" if a.command else "") for a in check.advice]
+        # Check names and advice can quote a sensor name: escape them like table cells.
+        head = f"{printable(check.name)}: {value} (needs {relation} {check.threshold:g})"
+        advice = [
+            printable(a.text) + (f"\n    run: {printable(a.command)}" if a.command else "")
+            for a in check.advice
+        ]
         lines.append((check.ok, head, advice))
     return lines
 
@@ -513,7 +498,8 @@ def render_terminal(report: Report, out: Console) -> None:
 
 
 def _md_cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("`", "\\`")
+    """Table cell text that Markdown shows as text (no table breaks, code, or HTML)."""
+    return text.replace("|", "\\|").replace("`", "\\`").replace("<", "&lt;")
 
 
 def render_markdown(report: Report) -> str:
