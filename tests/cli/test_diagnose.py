@@ -148,3 +148,32 @@ def test_diagnosis_failures_exit_2(tmp_path: Path, invoke: Any) -> None:
     assert json.loads(nowhere.stdout)["ok"] is False
     assert invoke("diagnose", "--db", url, "--period", "month").exit_code == 2
     assert invoke("diagnose", "--db", url, "--since", "yesterday").exit_code == 2
+
+
+def test_sensor_names_in_checks_are_escaped(tmp_path: Path, invoke: Any) -> None:
+    from datetime import UTC, datetime
+
+    from sqlalchemy import insert
+
+    from cowrieprocessor.db import schema
+    from cowrieprocessor.db.engine import create_engine
+    from tests.diagnostics.scenario import SESSIONS
+
+    url = f"sqlite:///{tmp_path / 'evil.sqlite'}"
+    engine = create_engine(url)
+    schema.upgrade(engine)
+    now = datetime(2026, 12, 3, tzinfo=UTC)
+    with engine.begin() as conn:
+        conn.execute(
+            insert(SESSIONS).values(
+                sensor=encode_text("s\x1b]0;owned\x07\x00"), session_id="a", updated_at=now,
+                first_event_at=now, command_count=1,
+            )
+        )  # fmt: skip
+    engine.dispose()
+    result = invoke("diagnose", "--db", url, "--only", "7,8")
+    assert result.exit_code == 1
+    assert "\x1b" not in result.stderr and "\x07" not in result.stderr
+    assert "FAIL sensor s\\x1b]0;owned\\x07\\x00: 0 (needs >= 90)" in result.stderr
+    md = invoke("diagnose", "--db", url, "--only", "7", "--format", "markdown").stdout
+    assert "| s\\x1b]0;owned\\x07\\x00 | 1 | 0.00 % |" in md
