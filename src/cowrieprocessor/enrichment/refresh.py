@@ -35,18 +35,24 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, select, update
+from sqlalchemy import Engine, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from cowrieprocessor.config import Settings
 from cowrieprocessor.db.engine import is_postgres
-from cowrieprocessor.db.textrule import decode_text, encode_json
+from cowrieprocessor.db.textrule import decode_text
 from cowrieprocessor.enrichment.cache import Cache
 from cowrieprocessor.enrichment.cache.factory import build_cache, ttl_policy
+from cowrieprocessor.enrichment.flags import (
+    breach_fields,
+    dshield_flag,
+    merged_envelope,
+    update_vt_flags,
+    vt_flags,
+)
 from cowrieprocessor.enrichment.http import LimiterRegistry, ServiceClient
-from cowrieprocessor.enrichment.outcome import Outcome, Status
+from cowrieprocessor.enrichment.outcome import Outcome
 from cowrieprocessor.enrichment.service import EnrichmentService
-from cowrieprocessor.enrichment.services import is_flagged, is_malicious
 from cowrieprocessor.enrichment.settings import SERVICE_NAMES
 from cowrieprocessor.enrichment.status import STATUS_FILE_NAME, RunCounters, StatusFile
 from cowrieprocessor.enrichment.targets import (
@@ -288,10 +294,10 @@ class _Job:
                 values: dict[str, Any] = {}
                 for name, outcome in outcomes.items():
                     column = _FILE_COLUMNS[name]
-                    values[column] = _merged(getattr(now_row, column), outcome)
+                    values[column] = merged_envelope(getattr(now_row, column), outcome)
                     self.counters.count_outcome(outcome)
                 conn.execute(update(FILES).where(FILES.c.id == row.id).values(**values))
-            self._update_vt_flags(conn, session_keys(row for row, _ in pending))
+            update_vt_flags(conn, session_keys(row for row, _ in pending))
         self.counters.rows["files"].enriched += len(pending)
         self.status.maybe_write()
 
@@ -335,7 +341,7 @@ class _Job:
                     self._locked(select(s.id, s.enrichment).where(s.id.in_(ids)))
                 )
             }
-            flags = self._vt_flags(conn, session_keys(row for row, _ in pending))
+            flags = vt_flags(conn, session_keys(row for row, _ in pending))
             moment = self.now()
             for row, outcomes in pending:
                 if row.id not in current:
@@ -343,53 +349,20 @@ class _Job:
                 stored = current[row.id]
                 merged = dict(stored) if isinstance(stored, dict) else {}
                 for name, outcome in outcomes.items():
-                    merged[name] = _merged(merged.get(name), outcome)
+                    merged[name] = merged_envelope(merged.get(name), outcome)
                     self.counters.count_outcome(outcome)
                 conn.execute(
                     update(SESSIONS)
                     .where(s.id == row.id)
                     .values(
                         enrichment=merged,
-                        dshield_flagged=_dshield_flag(merged.get("dshield")),
+                        dshield_flagged=dshield_flag(merged.get("dshield")),
                         vt_flagged=flags.get((row.sensor, row.session_id), False),
                         updated_at=moment,
                     )
                 )
         self.counters.rows["sessions"].enriched += len(pending)
         self.status.maybe_write()
-
-    def _vt_flags(
-        self, conn: Connection, keys: set[tuple[str, str]]
-    ) -> dict[tuple[str, str], bool | None]:
-        """``vt_flagged`` of each session in ``keys`` from its files' VirusTotal outcomes."""
-        flags: dict[tuple[str, str], bool | None] = dict.fromkeys(keys, False)
-        session_ids = sorted({session_id for _, session_id in keys})
-        f = FILES.c
-        for start in range(0, len(session_ids), 500):
-            rows = conn.execute(
-                select(f.sensor, f.session_id, f.vt_analysis).where(
-                    f.session_id.in_(session_ids[start : start + 500]), f.shasum.is_not(None)
-                )
-            )
-            for row in rows:
-                key = (row.sensor, row.session_id)
-                if key not in flags or flags[key] is True:
-                    continue
-                outcome = read_envelope(row.vt_analysis)
-                if outcome is not None and is_malicious(outcome):
-                    flags[key] = True
-                elif outcome is None or outcome.retry_later:
-                    flags[key] = None
-        return flags
-
-    def _update_vt_flags(self, conn: Connection, keys: set[tuple[str, str]]) -> None:
-        s = SESSIONS.c
-        for (sensor, session_id), flag in self._vt_flags(conn, keys).items():
-            conn.execute(
-                update(SESSIONS)
-                .where(s.sensor == sensor, s.session_id == session_id)
-                .values(vt_flagged=flag)
-            )
 
     # Passwords ------------------------------------------------------------------------
 
@@ -428,9 +401,9 @@ class _Job:
             }
             for row, outcome in pending:
                 self.counters.count_outcome(outcome)
-                envelope = _merged(current.get(row.password_sha256), outcome)
+                envelope = merged_envelope(current.get(row.password_sha256), outcome)
                 kept = read_envelope(envelope)
-                breached, count = _breach(kept)
+                breached, count = breach_fields(kept)
                 values = {
                     "hibp": envelope,
                     "breached": breached,
@@ -459,28 +432,3 @@ class _Job:
         # SQLite's BEGIN IMMEDIATE already holds the write lock; PostgreSQL needs the rows
         # locked so a concurrent refresh cannot merge into the same JSON at once.
         return query.with_for_update() if self.pg else query
-
-
-def _merged(stored: Any, outcome: Outcome) -> dict[str, Any]:
-    """The envelope to store: the new one, unless it would replace a definitive answer
-    with an error or a skip. Stored text goes through the text rule."""
-    old = read_envelope(stored)
-    if old is not None and old.definitive and not outcome.definitive:
-        return dict(stored)
-    envelope: dict[str, Any] = encode_json(outcome.to_envelope())
-    return envelope
-
-
-def _dshield_flag(stored: Any) -> bool | None:
-    outcome = read_envelope(stored)
-    if outcome is None or not outcome.definitive:
-        return None
-    return is_flagged(outcome)
-
-
-def _breach(outcome: Outcome | None) -> tuple[bool | None, int | None]:
-    if outcome is None or not outcome.definitive:
-        return None, None
-    if outcome.status == Status.SUCCESS:
-        return True, int((outcome.data or {}).get("count", 0))
-    return False, 0
