@@ -535,8 +535,23 @@ def test_status_file_is_written(
     engine: Engine, providers: FakeProviders, tmp_path: Path, limiters: LimiterRegistry
 ) -> None:
     seed_small(engine)
-    result = run(engine, providers, tmp_path, limiters)
     path = tmp_path / "status" / STATUS_FILE_NAME
+    during: list[dict[str, Any]] = []
+
+    def peek(kind: str, done: int, total: int) -> None:
+        if not during:
+            during.append(orjson.loads(path.read_bytes()))
+
+    settings = make_settings(providers.base_url, tmp_path)
+    result = refresh(engine, settings, limiters=limiters, progress=peek)
+    # Written when the run starts, before the first row is done.
+    assert during[0]["state"] == "running"
+    assert {k: v["total"] for k, v in during[0]["rows"].items()} == {
+        "files": 3,
+        "sessions": 4,
+        "passwords": 2,
+    }
+    assert during[0]["api_calls"] == 0
     assert result.status_path == path
     status = orjson.loads(path.read_bytes())
     assert status["state"] == "finished"
@@ -550,3 +565,20 @@ def test_status_file_is_written(
     assert status["eta_seconds"] is None
     assert status["last_errors"] == {}
     assert list(path.parent.iterdir()) == [path]  # no temporary file left behind
+
+
+def test_stale_passwords_follow_the_range_ttl(
+    engine: Engine, providers: FakeProviders, tmp_path: Path, limiters: LimiterRegistry
+) -> None:
+    add_login(engine, "s", "x\x00y")  # not breached: a not_found password of a found range
+    only = RefreshOptions(services=("hibp",), mode=Mode.STALE)
+    run(engine, providers, tmp_path, limiters, only)
+    with engine.begin() as conn:
+        stored = conn.scalar(select(PASSWORDS.c.hibp))
+        # Older than hibp's not-found TTL (30 days) but not than the range's (60 days).
+        old = datetime.now(UTC) - timedelta(days=45)
+        stored["checked_at"] = old.isoformat().replace("+00:00", "Z")
+        conn.execute(update(PASSWORDS).values(hibp=stored))
+    again = run(engine, providers, tmp_path, limiters, only, cache_dir=tmp_path / "other")
+    assert again.counters.rows["passwords"].enriched == 0
+    assert providers.requests("hibp") == 1

@@ -25,7 +25,7 @@ from cowrieprocessor.db.models import File, LoginAttempt, PasswordEnrichment, Se
 from cowrieprocessor.db.models import table_of as _table_of
 from cowrieprocessor.db.textrule import decode_json, decode_text, encode_text
 from cowrieprocessor.enrichment.cache import TTLPolicy
-from cowrieprocessor.enrichment.outcome import Outcome
+from cowrieprocessor.enrichment.outcome import Outcome, Status
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +68,11 @@ def needs_lookup(stored: Any, service: str, mode: Mode, policy: TTLPolicy, now: 
     if outcome is None or outcome.retry_later:
         return True
     if mode == Mode.STALE and outcome.definitive:
-        return outcome.checked_at + policy.ttl_for(service, outcome.status) <= now
+        # A password's answer is as old as its HIBP range, which is cached (and expires)
+        # as a success whatever the password's own status; judging a not-found password
+        # by the shorter TTL would rewrite it from the same cached range on every run.
+        status = Status.SUCCESS if service == "hibp" else outcome.status
+        return outcome.checked_at + policy.ttl_for(service, status) <= now
     return False
 
 
