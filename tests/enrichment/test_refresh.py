@@ -582,3 +582,15 @@ def test_stale_passwords_follow_the_range_ttl(
     again = run(engine, providers, tmp_path, limiters, only, cache_dir=tmp_path / "other")
     assert again.counters.rows["passwords"].enriched == 0
     assert providers.requests("hibp") == 1
+
+
+def test_server_text_with_nul_is_stored_faithfully(
+    engine: Engine, providers: FakeProviders, tmp_path: Path, limiters: LimiterRegistry
+) -> None:
+    add_session(engine, "hit", HIT_IP)
+    body = {"ip": {"number": HIT_IP, "count": 5, "attacks": 1, "asname": "EVIL\x00AS\ue000"}}
+    providers.override("dshield", Response(orjson.dumps(body), status=200))
+    run(engine, providers, tmp_path, limiters, RefreshOptions(services=("dshield",)))
+    stored = sessions(engine)["hit"].enrichment["dshield"]
+    assert "\\u0000" not in orjson.dumps(stored).decode()  # PostgreSQL's jsonb refuses NUL
+    assert envelope(stored)["data"]["asname"] == "EVIL\x00AS\ue000"
