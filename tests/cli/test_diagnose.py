@@ -49,16 +49,9 @@ def invoke(monkeypatch: pytest.MonkeyPatch) -> Any:
     return run
 
 
-def test_console_script_json_summary_and_exit_code(scenario_url: str) -> None:
-    result = subprocess.run(
-        [str(BIN / "cowrie-enrich"), "diagnose", "--db", scenario_url, "--json"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "COWRIEPROC_CONFIG": ""},
-        check=False,
-    )
-    assert result.returncode == 1, result.stderr
+def test_json_summary_and_exit_code(scenario_url: str, invoke: Any) -> None:
+    result = invoke("diagnose", "--db", scenario_url, "--json")
+    assert result.exit_code == 1, result.output
     out = json.loads(result.stdout)
     assert out["healthy"] is False
     assert [key for key in out if key.isdigit()] == [str(n) for n in range(1, 11)]
@@ -72,6 +65,26 @@ def test_console_script_json_summary_and_exit_code(scenario_url: str) -> None:
     )
     assert out["3"]["fell_since"]["sessions"] == "2026-03-22"
     assert out["10"]["hibp"]["coverage_pct"] == 91.46
+
+
+def test_console_script_exit_code(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The installed script, as cron and systemd run it (SQLite; slow to start)."""
+    for url in scenario_database("sqlite", tmp_path_factory):
+        result = subprocess.run(
+            [str(BIN / "cowrie-enrich"), "diagnose", "--db", url, "--only", "1,10", "--json"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "COWRIEPROC_CONFIG": ""},
+            check=False,
+        )
+        assert result.returncode == 1, result.stderr
+        out = json.loads(result.stdout)
+        assert (out["healthy"], out["1"]["coverage_pct"], out["10"]["hibp"]["coverage_pct"]) == (
+            False,
+            69.06,
+            91.46,
+        )
 
 
 def test_thresholds_from_options_and_environment_make_it_healthy(
