@@ -45,7 +45,32 @@ from cowrieprocessor.diagnostics.run import ALL
 from cowrieprocessor.enrichment.settings import SERVICE_NAMES
 from cowrieprocessor.safetext import printable
 
-_Pct = Annotated[float | None, typer.Option(show_default=False, min=0, max=100)]
+
+def _threshold(what: str, default: str, variable: str) -> Any:
+    return typer.Option(
+        help=f"{what} (default {default}, or COWRIEPROC_DIAG_{variable}).",
+        show_default=False,
+        min=0,
+        max=100,
+    )
+
+
+_MinSessions = Annotated[
+    float | None, _threshold("Least session coverage, %", "90", "MIN_SESSIONS")
+]
+_MinDshield = Annotated[float | None, _threshold("Least DShield coverage, %", "95", "MIN_DSHIELD")]
+_MinUrlhaus = Annotated[float | None, _threshold("Least URLhaus coverage, %", "90", "MIN_URLHAUS")]
+_MinSpur = Annotated[float | None, _threshold("Least SPUR coverage, %", "80", "MIN_SPUR")]
+_MinVt = Annotated[
+    float | None, _threshold("Least VirusTotal coverage of files, %", "80", "MIN_VIRUSTOTAL")
+]
+_MinHibp = Annotated[
+    float | None, _threshold("Least HIBP coverage of passwords, %", "80", "MIN_HIBP")
+]
+_MaxDeadLetters = Annotated[
+    float | None,
+    _threshold("Most unresolved dead letters, % of events", "1", "MAX_DEAD_LETTER_PCT"),
+]
 
 
 def register(app: typer.Typer) -> None:
@@ -75,13 +100,13 @@ def diagnose(
             show_default=False,
         ),
     ] = None,
-    min_sessions: _Pct = None,
-    min_dshield: _Pct = None,
-    min_urlhaus: _Pct = None,
-    min_spur: _Pct = None,
-    min_virustotal: _Pct = None,
-    min_hibp: _Pct = None,
-    max_dead_letter_pct: _Pct = None,
+    min_sessions: _MinSessions = None,
+    min_dshield: _MinDshield = None,
+    min_urlhaus: _MinUrlhaus = None,
+    min_spur: _MinSpur = None,
+    min_virustotal: _MinVt = None,
+    min_hibp: _MinHibp = None,
+    max_dead_letter_pct: _MaxDeadLetters = None,
     samples: Annotated[int, typer.Option(help="Sample sessions per outcome.", min=0)] = 2,
     top: Annotated[int, typer.Option(help="Priority sessions and errors shown.", min=1)] = 20,
     json: JsonOption = False,
@@ -104,7 +129,7 @@ def diagnose(
             min_hibp=min_hibp,
             max_dead_letter_pct=max_dead_letter_pct,
         )
-        numbers = tuple(int(part) for part in only.split(",") if part.strip()) if only else None
+        numbers = _parse_only(only)
         if output_format not in ("terminal", "markdown"):
             raise ValueError(f"--format must be terminal or markdown, not {output_format!r}")
         options = DiagnoseOptions(
@@ -146,6 +171,15 @@ def diagnose(
     else:
         render_terminal(report, console)
     raise typer.Exit(EXIT_OK if report.healthy else EXIT_FAILED)
+
+
+def _parse_only(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    if not all(part.isdigit() for part in parts):
+        raise ValueError(f"--only {text!r}: give diagnostic numbers 1 to 10, e.g. 1,2,3")
+    return tuple(int(part) for part in parts)
 
 
 def _parse_since(text: str | None) -> datetime | None:
