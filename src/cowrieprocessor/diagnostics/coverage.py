@@ -107,6 +107,7 @@ class SessionCompleteness:
 
 
 def completeness(rows: Sequence[SessionRow], services: Sequence[str]) -> SessionCompleteness:
+    """Diagnostic 1 over ``rows`` (all sessions, or one period's or sensor's)."""
     result = SessionCompleteness(tuple(services))
     for row in rows:
         result.add(row.outcomes, row.count)
@@ -114,6 +115,7 @@ def completeness(rows: Sequence[SessionRow], services: Sequence[str]) -> Session
 
 
 def session_tallies(rows: Sequence[SessionRow], services: Sequence[str]) -> list[Tally]:
+    """One tally per service over ``rows``, in the order of ``services``."""
     tallies = [Tally(service, "sessions") for service in services]
     for row in rows:
         for tally, (status, reason) in zip(tallies, row.outcomes, strict=True):
@@ -221,6 +223,8 @@ class PasswordCoverage:
 
 
 def password_coverage(conn: Connection, since: datetime | None) -> PasswordCoverage:
+    """Diagnostic 10: every distinct ``password_sha256`` of the login attempts (those at
+    or after ``since``), with the HIBP envelope of its breach row if there is one."""
     hashes = (
         select(LOGINS.c.password_sha256.label("sha"))
         .where(LOGINS.c.password_sha256.is_not(None))
@@ -390,6 +394,7 @@ class SensorRow:
 
 
 def by_sensor(rows: Sequence[SessionRow], services: Sequence[str]) -> list[SensorRow]:
+    """Diagnostic 7: rows grouped by sensor, sensors in code-point order."""
     grouped: dict[str, list[SessionRow]] = {}
     for row in rows:
         grouped.setdefault(row.sensor, []).append(row)

@@ -431,6 +431,7 @@ def error_patterns(conn: Connection, services: Sequence[str]) -> list[ErrorPatte
 
 
 def dead_letters(conn: Connection, since: datetime | None) -> list[DeadLetterGroup]:
+    """Dead letters by reason (created at or after ``since``), most frequent first."""
     unresolved = func.count().filter(DEAD_LETTERS.c.resolved_at.is_(None))
     query = select(
         DEAD_LETTERS.c.reason,
@@ -450,4 +451,5 @@ def dead_letters(conn: Connection, since: datetime | None) -> list[DeadLetterGro
 
 
 def loaded_events(conn: Connection) -> int:
+    """Events loaded in all: the base of the dead-letter share."""
     return int(conn.execute(select(func.count()).select_from(RAW_EVENTS)).scalar() or 0)
