@@ -172,7 +172,7 @@ class EnrichmentDatabaseCache(Cache):
             index_elements=[TABLE.c.service, TABLE.c.cache_key_hash],
             set_={name: excluded[name] for name in _STORED_COLUMNS},
             where=TABLE.c.created_at < excluded.created_at,
-        )
+        ).returning(TABLE.c.id)
         self._add_hits = (
             update(TABLE)
             .where(
@@ -208,11 +208,16 @@ class EnrichmentDatabaseCache(Cache):
                 self._select_many, {"service": service, "hashes": hashes, "now": now}
             ).scalars()
             found: dict[str, CacheEntry] = {}
+            digests: list[tuple[str, str]] = []
             for raw in raws:
                 entry = self._decode(raw, service, None)
-                if entry is not None and key_hash(entry.key) in wanted:
+                if entry is None:
+                    continue
+                digest = key_hash(entry.key)
+                if digest in wanted:
                     found[entry.key] = entry
-        self._count_hits([(service, key_hash(key)) for key in found], now)
+                    digests.append((service, digest))
+        self._count_hits(digests, now)
         return found
 
     def _decode(self, raw: str, service: str, key: str | None) -> CacheEntry | None:
@@ -259,9 +264,16 @@ class EnrichmentDatabaseCache(Cache):
             self._last_flush = time.monotonic()
         if not pending:
             return 0
+        # Rows are updated in key order so that two processes flushing at once take
+        # their row locks in the same order and cannot deadlock.
         params = [
-            {"b_service": service, "b_hash": digest, "b_hits": hits, "b_at": at}
-            for (service, digest), (hits, at) in sorted(pending.items())
+            {
+                "b_service": name[0],
+                "b_hash": name[1],
+                "b_hits": pending[name][0],
+                "b_at": pending[name][1],
+            }
+            for name in sorted(pending)
         ]
         try:
             with self.engine.begin() as conn:
@@ -289,8 +301,8 @@ class EnrichmentDatabaseCache(Cache):
             entry.outcome, stored_at=entry.stored_at, expires_at=entry.expires_at
         )
         with self.engine.begin() as conn:
-            result = conn.execute(self._copy, [entry_row(entry, jsonb=self.postgres)])
-        return bool(result.rowcount)
+            written = conn.execute(self._copy, entry_row(entry, jsonb=self.postgres)).first()
+        return written is not None
 
     # -- maintenance -----------------------------------------------------------------------
 

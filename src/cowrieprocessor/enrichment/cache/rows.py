@@ -31,7 +31,7 @@ from typing import Any
 
 import orjson
 
-from cowrieprocessor.db.textrule import decode_json, encode_text, line_may_need_rule
+from cowrieprocessor.db.textrule import ESCAPE, decode_json, encode_text, line_may_need_rule
 from cowrieprocessor.enrichment.cache.base import (
     CacheEntry,
     decode_record,
@@ -49,6 +49,7 @@ _EXACT_FLOAT_LIMIT = 1e16
 # orjson writes floats of 1e16 and above with an exponent (maybe also inside a string,
 # which only sends that entry down the slower, exact path).
 _EXPONENT = re.compile(rb"[0-9][eE]")
+_ESCAPE_BYTES = ESCAPE.encode("utf-8")
 
 
 def key_hash(key: str) -> str:
@@ -192,11 +193,13 @@ class _Reorder:
 
 def load_payload(raw: str | bytes) -> CacheEntry:
     """The entry a ``payload`` text holds. Raises ValueError when it is not a record."""
-    data = decode_record(raw.encode("utf-8") if isinstance(raw, str) else raw)
+    raw_bytes = raw.encode("utf-8") if isinstance(raw, str) else raw
+    data = decode_record(raw_bytes)
     if not isinstance(data, dict):
         raise ValueError(f"a cache payload must be a JSON object, got {type(data).__name__}")
     hints = data.pop("key_order", None)
-    record = decode_json(data)
+    # Text-rule escapes all start with U+E000; without one there is nothing to decode.
+    record = decode_json(data) if _ESCAPE_BYTES in raw_bytes else data
     outcome = record.get("outcome")
     if isinstance(hints, list) and isinstance(outcome, dict):
         orders = {int(item[0]): list(item[1]) for item in hints}

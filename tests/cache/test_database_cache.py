@@ -1,0 +1,144 @@
+"""What the database cache does beyond the shared suite: columns, hit batching, one trip."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+
+import pytest
+from sqlalchemy import Engine, event, select
+
+from cowrieprocessor.enrichment.cache import ManualClock
+from cowrieprocessor.enrichment.cache.database import TABLE, EnrichmentDatabaseCache
+from cowrieprocessor.enrichment.outcome import Outcome, Status
+
+from .conftest import T0
+
+DAY = timedelta(days=1)
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(T0)
+
+
+@pytest.fixture
+def statements(engine: Engine) -> Iterator[list[str]]:
+    """Every SQL statement the engine sends, as text (an event listener, not a mock)."""
+    seen: list[str] = []
+
+    def record(conn: object, cursor: object, sql: str, *args: object) -> None:
+        seen.append(sql)
+
+    event.listen(engine, "before_cursor_execute", record)
+    yield seen
+    event.remove(engine, "before_cursor_execute", record)
+
+
+def _row(engine: Engine, service: str, key: str) -> dict[str, object]:
+    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+    with engine.connect() as conn:
+        row = conn.execute(
+            select(TABLE).where(TABLE.c.service == service, TABLE.c.cache_key_hash == digest)
+        ).one()
+    return dict(row._mapping)
+
+
+def test_columns_repeat_the_outcome(engine: Engine, clock: ManualClock) -> None:
+    cache = EnrichmentDatabaseCache(engine, clock=clock)
+    long_key = "k\x00" + "y" * 5000
+    cache.store_cached(
+        Outcome("urlhaus", long_key, Status.SUCCESS, data={"a": 1}, http_status=200, latency_ms=7)
+    )
+    cache.store_cached(
+        Outcome("virustotal", "f" * 64, Status.NOT_FOUND, http_status=404, message="no\x00such")
+    )
+
+    long_row = _row(engine, "urlhaus", long_key)
+    vt_row = _row(engine, "virustotal", "f" * 64)
+
+    assert long_row["cache_key"] == "k\ue0000" + "y" * 124 + "…"
+    assert len(str(long_row["cache_key"])) == 128
+    assert long_row["response_status"] == "success"
+    assert (long_row["api_response_code"], long_row["api_latency_ms"]) == (200, 7)
+    assert (long_row["created_at"], long_row["expires_at"]) == (T0, T0 + 3 * DAY)
+    assert (long_row["hit_count"], long_row["accessed_at"], long_row["migration_id"]) == (
+        0,
+        None,
+        None,
+    )
+    assert vt_row["cache_key"] == "f" * 64
+    assert vt_row["response_status"] == "not_found"
+    assert vt_row["error_message"] == "no\ue0000such"
+    assert vt_row["expires_at"] == T0 + 10 * DAY
+
+
+def test_hits_are_written_in_batches(engine: Engine, clock: ManualClock) -> None:
+    cache = EnrichmentDatabaseCache(engine, clock=clock, hit_flush_count=3, hit_flush_seconds=1e9)
+    cache.store_cached(Outcome("dshield", "192.0.2.1", Status.SUCCESS, data={}))
+    cache.store_cached(Outcome("dshield", "192.0.2.2", Status.SUCCESS, data={}))
+
+    cache.get_cached("dshield", "192.0.2.1")
+    read_at = clock.advance(timedelta(minutes=1))
+    cache.get_cached("dshield", "192.0.2.1")
+    assert _row(engine, "dshield", "192.0.2.1")["hit_count"] == 0  # still buffered
+
+    cache.get_many("dshield", ["192.0.2.2", "192.0.2.9"])  # third hit: flushed
+    first = _row(engine, "dshield", "192.0.2.1")
+    assert (first["hit_count"], first["accessed_at"]) == (2, read_at)
+    assert _row(engine, "dshield", "192.0.2.2")["hit_count"] == 1
+
+    cache.get_cached("dshield", "192.0.2.2")
+    cache.close()
+    assert _row(engine, "dshield", "192.0.2.2")["hit_count"] == 2
+    assert cache.hit_counts() == {"dshield": {"hits": 4, "entries_hit": 2}}
+
+    # Replacing an entry keeps its counters.
+    cache.store_cached(Outcome("dshield", "192.0.2.2", Status.NOT_FOUND))
+    assert _row(engine, "dshield", "192.0.2.2")["hit_count"] == 2
+
+
+def test_get_many_is_one_statement(
+    engine: Engine, clock: ManualClock, statements: list[str]
+) -> None:
+    cache = EnrichmentDatabaseCache(engine, clock=clock, hit_flush_count=10**9)
+    keys = [f"198.51.100.{n}" for n in range(200)]
+    for key in keys[:150]:
+        cache.store_cached(Outcome("spur", key, Status.SUCCESS, data={"k": key}))
+    statements.clear()
+
+    found = cache.get_many("spur", keys)
+
+    assert sorted(found) == sorted(keys[:150])
+    assert len([s for s in statements if s.lstrip().upper().startswith("SELECT")]) == 1
+    assert not [s for s in statements if s.lstrip().upper().startswith(("UPDATE", "INSERT"))]
+
+
+def test_store_copy_never_replaces_a_newer_entry(engine: Engine, clock: ManualClock) -> None:
+    cache = EnrichmentDatabaseCache(engine, clock=clock)
+    newer = cache.store_cached(Outcome("hibp", "ABCDE", Status.SUCCESS, data={"v": "new"}))
+    older = cache.make_entry(
+        Outcome("hibp", "ABCDE", Status.SUCCESS, data={"v": "old"}),
+        stored_at=T0 - DAY,
+        expires_at=T0 + DAY,
+    )
+
+    assert cache.store_copy(older) is False
+    assert cache.get_cached("hibp", "ABCDE") == newer
+
+    cache.invalidate("hibp")
+    assert cache.store_copy(older) is True
+    got = cache.get_cached("hibp", "ABCDE")
+    assert got is not None
+    assert (got.stored_at, got.expires_at, got.outcome.data) == (T0 - DAY, T0 + DAY, {"v": "old"})
+
+
+def test_stored_times_are_aware_utc(engine: Engine, clock: ManualClock) -> None:
+    cache = EnrichmentDatabaseCache(engine, clock=clock)
+    cache.store_cached(Outcome("dshield", "192.0.2.3", Status.SUCCESS, data={}))
+
+    created = _row(engine, "dshield", "192.0.2.3")["created_at"]
+
+    assert isinstance(created, datetime)
+    assert created.utcoffset() == timedelta(0)
