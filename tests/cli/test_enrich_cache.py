@@ -1,0 +1,114 @@
+"""`cowrie-enrich migrate-cache` and `cowrie-enrich cache ...` as an operator runs them."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from cowrieprocessor.cli.enrich import app
+from cowrieprocessor.db import schema
+from cowrieprocessor.db.engine import create_engine
+from cowrieprocessor.enrichment.cache import EnrichmentCacheManager
+from cowrieprocessor.enrichment.cache.database import EnrichmentDatabaseCache
+from cowrieprocessor.enrichment.outcome import Outcome, Status
+
+from ..cache.diskfixture import make_disk_cache
+
+
+@pytest.fixture
+def env(db_url: str, tmp_path: Path) -> dict[str, str]:
+    return {
+        "COWRIEPROC_CONFIG": "",
+        "COWRIEPROC_DB_URL": db_url,
+        "COWRIEPROC_STATUS_DIR": str(tmp_path / "status"),
+        "COWRIEPROC_CACHE_DIR": str(tmp_path / "disk"),
+    }
+
+
+def invoke(env: dict[str, str], *args: str, code: int = 0) -> dict[str, Any]:
+    result = CliRunner().invoke(app, [*args, "--json"], env=env)
+    assert result.exit_code == code, result.output
+    parsed: dict[str, Any] = json.loads(result.stdout)
+    return parsed
+
+
+def test_migrate_validate_rollback_through_the_command(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    fx = make_disk_cache(tmp_path / "disk")
+    source = ("--from-disk", str(fx.root), "--to-database")
+
+    dry = invoke(env, "migrate-cache", *source, "--dry-run", "--workers", "1")
+    real = invoke(env, "migrate-cache", *source, "--batch-size", "5", "--workers", "2")
+    valid = invoke(env, "migrate-cache", *source, "--validate")
+    sampled = invoke(env, "migrate-cache", *source, "--validate", "--sample", "5")
+    rolled = invoke(env, "migrate-cache", "--rollback")
+
+    assert (dry["dry_run"], dry["migrated"], dry["files_seen"]) == (True, 38, fx.files)
+    assert (real["migrated"], real["already_present"], real["expired"]) == (38, 0, 3)
+    assert real["corrupt"] == 6
+    assert real["problems"]["truncated"]["paths"] == [str(fx.problems["truncated"][0])]
+    assert (valid["ok"], valid["compared"], valid["differences"]) == (True, 38, 0)
+    assert (sampled["compared"], sampled["differences"]) == (5, 0)
+    assert rolled == {"ok": True, "migration_id": real["migration_id"], "removed": 38}
+    status = json.loads((tmp_path / "status" / "cache_migration.json").read_text())
+    assert (status["state"], status["rolled_back_rows"]) == ("rolled_back", 38)
+
+
+def test_migrate_needs_its_direction(env: dict[str, str], tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["migrate-cache", "--from-disk", str(tmp_path)], env=env)
+
+    assert result.exit_code == 2
+    assert "--from-disk PATH --to-database" in result.output
+
+
+def test_stats_cleanup_invalidate(env: dict[str, str], db_url: str, tmp_path: Path) -> None:
+    engine = create_engine(db_url)
+    schema.upgrade(engine)
+    now = datetime.now(UTC)
+    database = EnrichmentDatabaseCache(engine)
+    disk = EnrichmentCacheManager(tmp_path / "disk")
+    for n in range(4):
+        database.store_cached(Outcome("dshield", f"192.0.2.{n}", Status.SUCCESS, data={"n": n}))
+    database.store_cached(
+        Outcome("dshield", "192.0.2.99", Status.NOT_FOUND), stored_at=now - timedelta(days=20)
+    )
+    database.store_cached(
+        Outcome("spur", "192.0.2.1", Status.SUCCESS, data={}), stored_at=now - timedelta(days=15)
+    )
+    disk.store_cached(Outcome("urlhaus", "a.example", Status.NOT_FOUND))
+    database.get_many("dshield", ["192.0.2.0", "192.0.2.1"])
+    database.close()
+    engine.dispose()
+
+    stats = invoke(env, "cache", "stats")
+    dshield = stats["database"]["services"]["dshield"]
+    assert (dshield["entries"], dshield["expired"], dshield["by_status"]) == (
+        5,
+        1,
+        {"not_found": 1, "success": 4},
+    )
+    assert dshield["age_buckets"] == {"<1d": 4, "1-7d": 0, "7-30d": 1, ">30d": 0}
+    assert (dshield["hits"], dshield["entries_hit"], dshield["read_share"]) == (2, 2, 0.4)
+    assert stats["database"]["services"]["spur"]["expired"] == 1
+    assert stats["disk"]["services"]["urlhaus"]["entries"] == 1
+
+    assert invoke(env, "cache", "cleanup", "--batch-size", "1")["removed"] == {
+        "database": 2,
+        "disk": 0,
+    }
+    removed = invoke(env, "cache", "invalidate", "--service", "dshield", "--key", "192.0.2.3")
+    assert removed["removed"] == {"database": 1, "disk": 0}
+    older = invoke(env, "cache", "invalidate", "--service", "dshield", "--older-than", "1")
+    assert older["removed"] == {"database": 0, "disk": 0}
+    by_status = invoke(env, "cache", "invalidate", "--service", "urlhaus", "--status", "not_found")
+    assert by_status["removed"] == {"database": 0, "disk": 1}
+    bad = CliRunner().invoke(
+        app, ["cache", "invalidate", "--service", "dshield", "--status", "nope"], env=env
+    )
+    assert bad.exit_code == 2
