@@ -295,3 +295,45 @@ class EnrichmentCacheEntry(Base):
             sqlite_where=text("0"),
         ),
     )
+
+
+class EnrichmentClaim(Base):
+    """A refresh worker's claim on one row it is enriching (see ``enrichment/claims.py``).
+
+    ``kind`` is ``sessions``, ``files`` or ``passwords``; ``row_key`` the row's id (as
+    text) or its ``password_sha256``. A claim is live while ``lease_until`` lies ahead;
+    ``finished_at`` is set in the transaction that writes the row's outcomes, so a claim
+    is finished exactly when its row is written. ``run_id`` names the refresh the claim
+    belongs to: a finished claim keeps the other workers of that run off the row.
+    """
+
+    __tablename__ = "enrichment_claims"
+
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    row_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    run_id: Mapped[str] = mapped_column(String(64))
+    claimed_by: Mapped[str] = mapped_column(String(64))
+    lease_until: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+
+    __table_args__ = (Index(None, "lease_until"),)
+
+
+class EnrichmentFlight(Base):
+    """One lookup in flight for a (service, key) among many workers (single flight).
+
+    On SQLite ``owner`` and ``lease_until`` mark the pending lookup that the other
+    workers wait for; on PostgreSQL an advisory lock does that and the row only keeps
+    the last failure. ``failed_at`` and ``failure`` (the error outcome's envelope under
+    the text rule) let the workers that waited for a failed lookup take its error
+    instead of all asking the provider again.
+    """
+
+    __tablename__ = "enrichment_flights"
+
+    service: Mapped[str] = mapped_column(String(32), primary_key=True)
+    key_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[datetime | None]
+    failed_at: Mapped[datetime | None]
+    failure: Mapped[dict[str, Any] | None]
