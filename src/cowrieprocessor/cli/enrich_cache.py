@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich import box
+from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from sqlalchemy import Engine
@@ -35,7 +37,7 @@ from cowrieprocessor.config import Settings
 from cowrieprocessor.db import schema
 from cowrieprocessor.db.engine import create_engine, redact_url
 from cowrieprocessor.enrichment import migrate
-from cowrieprocessor.enrichment.cache.base import Cache, CacheStats
+from cowrieprocessor.enrichment.cache.base import AGE_BUCKETS, Cache, CacheStats
 from cowrieprocessor.enrichment.cache.database import EnrichmentDatabaseCache
 from cowrieprocessor.enrichment.cache.disk import EnrichmentCacheManager
 from cowrieprocessor.enrichment.cache.factory import ttl_policy
@@ -225,7 +227,8 @@ def _validate(
         console.print(
             f"compared {report.compared}: {report.matching} match, {len(report.missing)} "
             f"missing, {len(report.differs)} differ, {report.superseded} superseded by "
-            f"workers; {report.rows_of_migration} rows carry this migration's id"
+            f"workers, {report.unlocated} not at their key's file; "
+            f"{report.rows_of_migration} rows carry this migration's id"
         )
         for path in (report.missing + report.differs)[:50]:
             console.print(f"  {printable(path)}")
@@ -265,19 +268,23 @@ def _tiers(
 
 
 def _stats_table(name: str, stats: CacheStats, hits: dict[str, dict[str, int]]) -> Table:
-    table = Table(title=f"{name} cache", title_justify="left")
-    for column in ("service", "entries", "success", "not_found", "expired", "<1d", "1-7d"):
-        table.add_column(column, justify="right" if column != "service" else "left")
-    for column in ("7-30d", ">30d", "MB", "corrupt", "hits", "read once+"):
-        table.add_column(column, justify="right")
-    rows = [*stats.services.values(), stats.total]
-    for item in rows:
-        h = hits.get(item.service, {})
+    # Narrow enough for 80 columns: the database shows hits, the disk unreadable files.
+    last = "hits" if name == "database" else "corrupt"
+    table = Table(
+        title=f"{name} cache",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        padding=(0, 1, 0, 0),
+    )
+    table.add_column("service", no_wrap=True)
+    for column in ("entries", "success", "not_found", "expired", *AGE_BUCKETS, "MB", last):
+        table.add_column(column, justify="right", no_wrap=True)
+    for item in [*stats.services.values(), stats.total]:
         if item.service == "*":
-            h = {
-                "hits": sum(v["hits"] for v in hits.values()),
-                "entries_hit": sum(v["entries_hit"] for v in hits.values()),
-            }
+            count = sum(v["hits"] for v in hits.values())
+        else:
+            count = hits.get(item.service, {}).get("hits", 0)
         table.add_row(
             item.service if item.service != "*" else "all",
             str(item.entries),
@@ -286,9 +293,7 @@ def _stats_table(name: str, stats: CacheStats, hits: dict[str, dict[str, int]]) 
             str(item.expired),
             *(str(n) for n in item.age_buckets.values()),
             f"{item.bytes / 1e6:.1f}",
-            str(item.corrupt),
-            str(h.get("hits", "-")),
-            str(h.get("entries_hit", "-")),
+            str(count if name == "database" else item.corrupt),
         )
     return table
 
@@ -320,7 +325,9 @@ def stats(
                     )
             result[name] = entry
             if not json:
-                console.print(_stats_table(name, found, hits))
+                # A pipe or log file gets 120 columns rather than 80, so no header is cut.
+                wide = console if console.is_terminal else Console(stderr=True, width=120)
+                wide.print(_stats_table(name, found, hits))
     except SQLAlchemyError as error:
         fail(f"database error: {error}", as_json=json)
     finally:
