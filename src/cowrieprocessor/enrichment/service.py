@@ -14,6 +14,10 @@ Before all three, the service's local check refuses keys that must not leave the
 (addresses that are not global, malformed hashes, a missing key): their ``skipped``
 outcome is returned without touching the memo, the cache or the client.
 
+With a :class:`~cowrieprocessor.enrichment.flight.SingleFlight` (many refresh workers),
+a cache miss goes through it: one worker asks the provider and the others wait for its
+answer in the shared cache (counted as ``shared``, not as requests).
+
 Only definitive outcomes are stored in the cache; errors and skips never are, so the
 next run tries them again. A cache that cannot be written (disk full) is logged and the
 run goes on without it.
@@ -34,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cowrieprocessor.enrichment.cache import Cache
+from cowrieprocessor.enrichment.flight import Flight, SingleFlight, Source
 from cowrieprocessor.enrichment.http import ServiceClient
 from cowrieprocessor.enrichment.outcome import Outcome, SkipReason, Status
 from cowrieprocessor.enrichment.services import password_outcome, password_sha1, range_prefix
@@ -69,6 +74,8 @@ class LookupStats:
     attempted: int = 0
     failed: int = 0
     api_calls: int = 0
+    #: Misses answered by another worker's lookup (single flight), errors included.
+    shared: int = 0
     last_error: str | None = None
 
     @property
@@ -84,6 +91,7 @@ class LookupStats:
             "attempted": self.attempted,
             "failed": self.failed,
             "api_calls": self.api_calls,
+            "shared": self.shared,
             "last_error": self.last_error,
         }
 
@@ -96,10 +104,12 @@ class EnrichmentService:
         clients: one client per service name; a service without a client is not asked
             (its outcomes are simply absent from the results).
         cache: where definitive outcomes are kept between runs.
+        flight: single flight between workers sharing the cache (None: ask directly).
     """
 
     clients: Mapping[str, ServiceClient]
     cache: Cache
+    flight: SingleFlight | None = None
     stats: dict[str, LookupStats] = field(default_factory=dict)
     _memo: dict[tuple[str, str, str], Outcome] = field(default_factory=dict, repr=False)
     _sent_before: dict[str, int] = field(default_factory=dict, repr=False)
@@ -217,11 +227,33 @@ class EnrichmentService:
             return entry.outcome
 
         stats.cache_misses += 1
-        outcome = client.lookup(cache_key, endpoint)
-        self._count(stats, outcome)
-        if outcome.definitive:
-            self._store(outcome)
+        if self.flight is not None:
+            outcome = self._fly(service, cache_key, endpoint, stats)
+        else:
+            outcome = client.lookup(cache_key, endpoint)
+            self._count(stats, outcome)
+            if outcome.definitive:
+                self._store(outcome)
         self._memo[memo_key] = outcome
+        return outcome
+
+    def _fly(self, service: str, cache_key: str, endpoint: str, stats: LookupStats) -> Outcome:
+        assert self.flight is not None
+        client = self.clients[service]
+
+        def reread() -> Outcome | None:
+            entry = self.cache.get_cached(service, cache_key)
+            return entry.outcome if entry is not None else None
+
+        flight = Flight(
+            reread=reread, fetch=lambda: client.lookup(cache_key, endpoint), store=self._store
+        )
+        outcome, source = self.flight.run(service, cache_key, flight)
+        if source == Source.FETCHED:
+            self._count(stats, outcome)
+        else:
+            stats.shared += 1
+            logger.debug("%s %s: answered by another worker (%s)", service, endpoint, source)
         return outcome
 
     def refresh_api_calls(self) -> None:
