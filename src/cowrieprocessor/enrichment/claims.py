@@ -202,6 +202,19 @@ class RowClaims:
         with self.engine.begin() as conn:
             self.finish(conn, kind, keys)
 
+    def give_back(self, kind: str, keys: Iterable[str]) -> None:
+        """Free our unfinished claims on ``keys`` at once (rows left for another worker or
+        run: a row limit was reached, or the row is gone)."""
+        wanted = sorted(set(keys))
+        if not wanted:
+            return
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(CLAIMS)
+                .where(self._ours(kind, wanted))
+                .values(run_id="", claimed_by="", lease_until=_EPOCH)
+            )
+
     def _ours(self, kind: str, keys: Sequence[str]) -> ColumnElement[bool]:
         c = CLAIMS.c
         return and_(

@@ -29,6 +29,7 @@ every session written and for the sessions of every file written.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -43,6 +44,7 @@ from cowrieprocessor.db.engine import is_postgres
 from cowrieprocessor.db.textrule import decode_text
 from cowrieprocessor.enrichment.cache import Cache
 from cowrieprocessor.enrichment.cache.factory import build_cache, ttl_policy
+from cowrieprocessor.enrichment.claims import RowClaims
 from cowrieprocessor.enrichment.flags import (
     breach_fields,
     dshield_flag,
@@ -50,6 +52,7 @@ from cowrieprocessor.enrichment.flags import (
     update_vt_flags,
     vt_flags,
 )
+from cowrieprocessor.enrichment.flight import SingleFlight
 from cowrieprocessor.enrichment.http import LimiterRegistry, ServiceClient
 from cowrieprocessor.enrichment.outcome import Outcome
 from cowrieprocessor.enrichment.service import EnrichmentService
@@ -63,11 +66,14 @@ from cowrieprocessor.enrichment.targets import (
     Mode,
     count_rows,
     file_pages,
+    file_rows,
     needs_lookup,
     password_pages,
+    password_rows,
     read_envelope,
     session_keys,
     session_pages,
+    session_rows,
 )
 
 logger = logging.getLogger(__name__)
@@ -139,12 +145,19 @@ def refresh(
     status_dir: Path | None = None,
     progress: ProgressCallback | None = None,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    claims: RowClaims | None = None,
+    flight: SingleFlight | None = None,
 ) -> RefreshResult:
     """Run one refresh over ``engine``'s database (see the module docstring).
 
     ``cache`` defaults to :func:`build_cache` of the settings; ``clients`` to one client
     per selected service built from the settings (closed at the end); the status file
     goes to ``status_dir`` (default ``settings.status_dir``). ``now`` decides staleness.
+
+    With ``claims`` the run is one worker among many (see :mod:`.workers`): it enriches
+    only the rows it claims, and at the end of each kind of row it takes over the rows of
+    workers whose leases ended, waiting for live leases of its run to finish. With
+    ``flight``, cache misses go through single flight.
 
     Raises:
         KeyboardInterrupt: re-raised after the status file says ``interrupted``.
@@ -161,7 +174,7 @@ def refresh(
         clients = {name: c for name, c in clients.items() if name in options.services}
     own_cache = cache is None
     cache = cache if cache is not None else build_cache(settings, engine)
-    service = EnrichmentService(clients, cache)
+    service = EnrichmentService(clients, cache, flight=flight)
     counters = RunCounters(mode=str(options.mode), services=list(clients))
     directory = status_dir if status_dir is not None else settings.status_dir
     status_path = directory / STATUS_FILE_NAME
@@ -171,7 +184,7 @@ def refresh(
         return counters.snapshot(service.stats)
 
     status = StatusFile(status_path, snapshot)
-    job = _Job(engine, settings, options, service, counters, status, progress, now)
+    job = _Job(engine, settings, options, service, counters, status, progress, now, claims)
     try:
         for kind, total in count_rows(engine, options.since).items():
             counters.rows[kind].total = total
@@ -211,6 +224,7 @@ class _Job:
         status: StatusFile,
         progress: ProgressCallback | None,
         now: Callable[[], datetime],
+        claims: RowClaims | None = None,
     ) -> None:
         self.engine = engine
         self.options = options
@@ -219,8 +233,11 @@ class _Job:
         self.status = status
         self.progress = progress
         self.now = now
+        self.claims = claims
         self.policy = ttl_policy(settings)
         self.pg = is_postgres(engine)
+        self._held: tuple[str, set[str]] | None = None
+        self._renewed = 0.0
 
     def run(self) -> None:
         self._files()
@@ -246,6 +263,80 @@ class _Job:
         if self.progress is not None:
             total = sum(r.total for r in self.counters.rows.values())
             self.progress(kind, sum(r.scanned for r in self.counters.rows.values()), total)
+        self.status.maybe_write()
+        self._renew()
+
+    # Claims (one worker among many) ---------------------------------------------------
+
+    def _claim(
+        self,
+        kind: str,
+        page: list[Any],
+        key_of: Callable[[Any], str],
+        needs: Callable[[Any], bool],
+        fresh: Callable[[set[str]], list[Any]],
+    ) -> tuple[list[Any], set[str]]:
+        """Claim the rows of ``page`` that need work; return them as they are now."""
+        assert self.claims is not None
+        claimed = self.claims.claim(kind, [key_of(row) for row in page if needs(row)])
+        if not claimed:
+            return [], claimed
+        self._held, self._renewed = (kind, claimed), time.monotonic()
+        # Read again after claiming: another run may have written a row since the page
+        # was read, and a row it finished needs no second lookup.
+        return fresh(claimed), claimed
+
+    def _renew(self) -> None:
+        if self.claims is None or self._held is None:
+            return
+        if time.monotonic() - self._renewed < self.claims.lease.total_seconds() / 3:
+            return
+        kind, keys = self._held
+        self.claims.renew(kind, keys)
+        self._renewed = time.monotonic()
+
+    def _settle(self, kind: str, claimed: set[str], written: set[str], idle: set[str]) -> None:
+        """After a page: finish claims of rows that needed nothing; give back the rest."""
+        self._held = None
+        if self.claims is None or not claimed:
+            return
+        if idle:
+            self.claims.release(kind, idle)
+        left = claimed - written - idle
+        if left:
+            self.claims.give_back(kind, left)
+
+    def _finish(self, conn: Any, kind: str, keys: set[str]) -> set[str] | None:
+        """Inside a write: the keys still ours (None: no claims, every key is ours)."""
+        if self.claims is None:
+            return None
+        return self.claims.finish(conn, kind, keys)
+
+    def _sweep(
+        self,
+        kind: str,
+        rows_of: Callable[[list[str]], list[Any]],
+        do_page: Callable[[list[Any], bool], bool],
+    ) -> None:
+        """Take over rows of this run whose leases ended; wait for the live ones."""
+        if self.claims is None:
+            return
+        while True:
+            expired, live_until = self.claims.unfinished(kind)
+            if expired:
+                logger.info(
+                    "%s: taking over %d %s after their lease",
+                    self.claims.worker,
+                    len(expired),
+                    kind,
+                )
+                if do_page(rows_of(expired), True):
+                    return
+                continue
+            if live_until is None:
+                return
+            remaining = (live_until - self.claims.now()).total_seconds()
+            time.sleep(min(max(remaining, 0.05), 1.0))
 
     # Files ----------------------------------------------------------------------------
 
@@ -255,28 +346,52 @@ class _Job:
             return
         opts = self.options
         for page in file_pages(self.engine, opts.since, opts.ids, opts.batch_size):
-            pending: list[tuple[Any, dict[str, Outcome]]] = []
-            for row in page:
-                limit = opts.files
-                if limit and self.counters.rows["files"].enriched + len(pending) >= limit:
-                    break
-                stored = {"virustotal": row.vt_analysis, "urlhaus": row.urlhaus}
-                wanted = self._wanted(stored, services)
-                if wanted:
-                    url = decode_text(row.url) if row.url is not None else None
-                    name = decode_text(row.filename) if row.filename is not None else None
-                    outcomes = self.service.enrich_file(row.shasum, name, url, services=wanted)
-                    pending.append((row, outcomes))
-                self._tick("files")
-                self.status.maybe_write()
-            if pending:
-                self._write_files(pending)
-            if not self._room("files", opts.files):
+            if self._files_page(page, services, sweep=False):
                 return
+        self._sweep(
+            "files",
+            lambda keys: file_rows(self.engine, [int(k) for k in keys]),
+            lambda rows, sweep: self._files_page(rows, services, sweep=sweep),
+        )
 
-    def _write_files(self, pending: list[tuple[Any, dict[str, Outcome]]]) -> None:
+    def _files_page(self, page: list[Any], services: list[str], *, sweep: bool) -> bool:
+        """Look up and write one page; True when the row limit is reached."""
+        opts = self.options
+        claimed: set[str] = set()
+        if self.claims is not None:
+            page, claimed = self._claim(
+                "files",
+                page,
+                lambda row: str(row.id),
+                lambda row: sweep or bool(self._wanted(_file_stored(row), services)),
+                lambda keys: file_rows(self.engine, [int(k) for k in keys]),
+            )
+        pending: list[tuple[Any, dict[str, Outcome]]] = []
+        idle: set[str] = set()
+        for row in page:
+            limit = opts.files
+            if limit and self.counters.rows["files"].enriched + len(pending) >= limit:
+                break
+            wanted = self._wanted(_file_stored(row), services)
+            if wanted:
+                url = decode_text(row.url) if row.url is not None else None
+                name = decode_text(row.filename) if row.filename is not None else None
+                outcomes = self.service.enrich_file(row.shasum, name, url, services=wanted)
+                pending.append((row, outcomes))
+            else:
+                idle.add(str(row.id))
+            self._tick("files")
+        written = self._write_files(pending) if pending else set()
+        self._settle("files", claimed, written, idle)
+        return not self._room("files", opts.files)
+
+    def _write_files(self, pending: list[tuple[Any, dict[str, Outcome]]]) -> set[str]:
         ids = [row.id for row, _ in pending]
         with self.engine.begin() as conn:
+            owned = self._finish(conn, "files", {str(i) for i in ids})
+            if owned is not None:
+                pending = [(row, out) for row, out in pending if str(row.id) in owned]
+                ids = [row.id for row, _ in pending]
             current = {
                 r.id: r
                 for r in conn.execute(
@@ -300,6 +415,7 @@ class _Job:
             update_vt_flags(conn, session_keys(row for row, _ in pending))
         self.counters.rows["files"].enriched += len(pending)
         self.status.maybe_write()
+        return {str(i) for i in ids}
 
     # Sessions -------------------------------------------------------------------------
 
@@ -311,30 +427,54 @@ class _Job:
             return
         opts = self.options
         for page in session_pages(self.engine, opts.since, opts.ids, opts.batch_size):
-            pending: list[tuple[Any, dict[str, Outcome]]] = []
-            for row in page:
-                limit = opts.sessions
-                if limit and self.counters.rows["sessions"].enriched + len(pending) >= limit:
-                    break
-                stored = row.enrichment if isinstance(row.enrichment, dict) else {}
-                wanted = self._wanted(stored, services)
-                if wanted:
-                    src_ip = decode_text(row.src_ip) if row.src_ip is not None else None
-                    outcomes = self.service.enrich_session(
-                        decode_text(row.session_id), src_ip, services=wanted
-                    )
-                    pending.append((row, outcomes))
-                self._tick("sessions")
-                self.status.maybe_write()
-            if pending:
-                self._write_sessions(pending)
-            if not self._room("sessions", opts.sessions):
+            if self._sessions_page(page, services, sweep=False):
                 return
+        self._sweep(
+            "sessions",
+            lambda keys: session_rows(self.engine, [int(k) for k in keys]),
+            lambda rows, sweep: self._sessions_page(rows, services, sweep=sweep),
+        )
 
-    def _write_sessions(self, pending: list[tuple[Any, dict[str, Outcome]]]) -> None:
+    def _sessions_page(self, page: list[Any], services: list[str], *, sweep: bool) -> bool:
+        """Look up and write one page; True when the row limit is reached."""
+        opts = self.options
+        claimed: set[str] = set()
+        if self.claims is not None:
+            page, claimed = self._claim(
+                "sessions",
+                page,
+                lambda row: str(row.id),
+                lambda row: sweep or bool(self._wanted(_session_stored(row), services)),
+                lambda keys: session_rows(self.engine, [int(k) for k in keys]),
+            )
+        pending: list[tuple[Any, dict[str, Outcome]]] = []
+        idle: set[str] = set()
+        for row in page:
+            limit = opts.sessions
+            if limit and self.counters.rows["sessions"].enriched + len(pending) >= limit:
+                break
+            wanted = self._wanted(_session_stored(row), services)
+            if wanted:
+                src_ip = decode_text(row.src_ip) if row.src_ip is not None else None
+                outcomes = self.service.enrich_session(
+                    decode_text(row.session_id), src_ip, services=wanted
+                )
+                pending.append((row, outcomes))
+            else:
+                idle.add(str(row.id))
+            self._tick("sessions")
+        written = self._write_sessions(pending) if pending else set()
+        self._settle("sessions", claimed, written, idle)
+        return not self._room("sessions", opts.sessions)
+
+    def _write_sessions(self, pending: list[tuple[Any, dict[str, Outcome]]]) -> set[str]:
         ids = [row.id for row, _ in pending]
         s = SESSIONS.c
         with self.engine.begin() as conn:
+            owned = self._finish(conn, "sessions", {str(i) for i in ids})
+            if owned is not None:
+                pending = [(row, out) for row, out in pending if str(row.id) in owned]
+                ids = [row.id for row, _ in pending]
             current = {
                 r.id: r.enrichment
                 for r in conn.execute(
@@ -363,6 +503,7 @@ class _Job:
                 )
         self.counters.rows["sessions"].enriched += len(pending)
         self.status.maybe_write()
+        return {str(i) for i in ids}
 
     # Passwords ------------------------------------------------------------------------
 
@@ -371,26 +512,51 @@ class _Job:
             return
         opts = self.options
         for page in password_pages(self.engine, opts.since, opts.ids, opts.batch_size):
-            pending: list[tuple[Any, Outcome]] = []
-            for row in page:
-                limit = opts.passwords
-                if limit and self.counters.rows["passwords"].enriched + len(pending) >= limit:
-                    break
-                if self._wanted({"hibp": row.hibp}, ["hibp"]):
-                    outcome = self.service.enrich_password(decode_text(row.password))
-                    pending.append((row, outcome))
-                self._tick("passwords")
-                self.status.maybe_write()
-            if pending:
-                self._write_passwords(pending)
-            if not self._room("passwords", opts.passwords):
+            if self._passwords_page(page, sweep=False):
                 return
+        self._sweep(
+            "passwords",
+            lambda keys: password_rows(self.engine, keys),
+            lambda rows, sweep: self._passwords_page(rows, sweep=sweep),
+        )
 
-    def _write_passwords(self, pending: list[tuple[Any, Outcome]]) -> None:
+    def _passwords_page(self, page: list[Any], *, sweep: bool) -> bool:
+        """Look up and write one page; True when the row limit is reached."""
+        opts = self.options
+        claimed: set[str] = set()
+        if self.claims is not None:
+            page, claimed = self._claim(
+                "passwords",
+                page,
+                lambda row: str(row.password_sha256),
+                lambda row: sweep or bool(self._wanted({"hibp": row.hibp}, ["hibp"])),
+                lambda keys: password_rows(self.engine, keys),
+            )
+        pending: list[tuple[Any, Outcome]] = []
+        idle: set[str] = set()
+        for row in page:
+            limit = opts.passwords
+            if limit and self.counters.rows["passwords"].enriched + len(pending) >= limit:
+                break
+            if self._wanted({"hibp": row.hibp}, ["hibp"]):
+                outcome = self.service.enrich_password(decode_text(row.password))
+                pending.append((row, outcome))
+            else:
+                idle.add(str(row.password_sha256))
+            self._tick("passwords")
+        written = self._write_passwords(pending) if pending else set()
+        self._settle("passwords", claimed, written, idle)
+        return not self._room("passwords", opts.passwords)
+
+    def _write_passwords(self, pending: list[tuple[Any, Outcome]]) -> set[str]:
         p = PASSWORDS.c
         hashes = [row.password_sha256 for row, _ in pending]
         moment = self.now()
         with self.engine.begin() as conn:
+            owned = self._finish(conn, "passwords", set(hashes))
+            if owned is not None:
+                pending = [(row, out) for row, out in pending if row.password_sha256 in owned]
+                hashes = [row.password_sha256 for row, _ in pending]
             current = {
                 r.password_sha256: r.hibp
                 for r in conn.execute(
@@ -427,8 +593,17 @@ class _Job:
                 )
         self.counters.rows["passwords"].enriched += len(pending)
         self.status.maybe_write()
+        return set(hashes)
 
     def _locked(self, query: Any) -> Any:
         # SQLite's BEGIN IMMEDIATE already holds the write lock; PostgreSQL needs the rows
         # locked so a concurrent refresh cannot merge into the same JSON at once.
         return query.with_for_update() if self.pg else query
+
+
+def _file_stored(row: Any) -> dict[str, Any]:
+    return {"virustotal": row.vt_analysis, "urlhaus": row.urlhaus}
+
+
+def _session_stored(row: Any) -> dict[str, Any]:
+    return row.enrichment if isinstance(row.enrichment, dict) else {}

@@ -232,3 +232,53 @@ def password_pages(
 def session_keys(rows: Iterable[Any]) -> set[tuple[str, str]]:
     """The distinct (sensor, session_id) pairs of rows, as stored."""
     return {(r.sensor, r.session_id) for r in rows}
+
+
+def session_rows(engine: Engine, ids: Iterable[int]) -> list[Any]:
+    """The sessions with these ids as they are now, shaped like :func:`session_pages`."""
+    s = SESSIONS.c
+    query = select(s.id, s.sensor, s.session_id, s.src_ip, s.enrichment)
+    return _rows_by(engine, query, s.id, sorted(set(ids)))
+
+
+def file_rows(engine: Engine, ids: Iterable[int]) -> list[Any]:
+    """The files with these ids as they are now, shaped like :func:`file_pages`."""
+    f = FILES.c
+    query = select(
+        f.id, f.sensor, f.session_id, f.shasum, f.url, f.filename, f.vt_analysis, f.urlhaus
+    )
+    return _rows_by(engine, query, f.id, sorted(set(ids)))
+
+
+def password_rows(engine: Engine, hashes: Iterable[str]) -> list[Any]:
+    """The distinct passwords with these hashes as they are now, like :func:`password_pages`."""
+    la = LOGINS.c
+    found: list[Any] = []
+    wanted = sorted(set(hashes))
+    for start in range(0, len(wanted), _ID_CHUNK):
+        chunk = wanted[start : start + _ID_CHUNK]
+        sub = (
+            select(la.password_sha256, func.min(la.password).label("password"))
+            .where(la.password_sha256.in_(chunk), la.password.is_not(None))
+            .group_by(la.password_sha256)
+            .subquery()
+        )
+        query = (
+            select(sub.c.password_sha256, sub.c.password, PASSWORDS.c.id, PASSWORDS.c.hibp)
+            .select_from(
+                sub.outerjoin(PASSWORDS, PASSWORDS.c.password_sha256 == sub.c.password_sha256)
+            )
+            .order_by(sub.c.password_sha256)
+        )
+        with engine.connect() as conn:
+            found.extend(conn.execute(query).all())
+    return found
+
+
+def _rows_by(engine: Engine, query: Select[Any], column: Any, ids: list[Any]) -> list[Any]:
+    found: list[Any] = []
+    with engine.connect() as conn:
+        for start in range(0, len(ids), _ID_CHUNK):
+            chunk = ids[start : start + _ID_CHUNK]
+            found.extend(conn.execute(query.where(column.in_(chunk)).order_by(column)).all())
+    return found
