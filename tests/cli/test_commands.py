@@ -141,3 +141,57 @@ def test_wheel_installs_and_every_command_answers_help(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["to"] == schema.head_revision()
+
+
+def test_rerun_with_nothing_new_beside_a_non_log_file_succeeds(tmp_path: Path) -> None:
+    logs = tmp_path / "var-log-cowrie"
+    logs.mkdir()
+    (logs / "cowrie.json").write_bytes((SAMPLES / "cowrie.json.2026-11-30").read_bytes())
+    (logs / "cowrie.log").write_text("2026-11-30T23:50:01 [HoneyPotSSHTransport] text log\n")
+    (logs / "empty.json").write_text("")  # truncated by copytruncate rotation
+    url = f"sqlite:///{tmp_path / 'rerun.sqlite'}"
+    first = run("cowrie-loader", "ingest", str(logs), "--db", url, "--json")
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout)["events_loaded"] == 25
+    again = run("cowrie-loader", "ingest", str(logs), "--db", url, "--json")
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["events_loaded"] == 0
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("mysql://u@h/db", "unsupported database 'mysql'"),
+        ("garbage", "cannot be parsed"),
+        ("sqlite:///:memory:", "in-memory"),
+    ],
+)
+def test_bad_database_urls_exit_2_with_a_message(url: str, message: str) -> None:
+    result = run("cowrie-loader", "ingest", str(SAMPLES), "--db", url, "--json")
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert json.loads(result.stdout)["ok"] is False
+    assert "Traceback" not in result.stderr
+
+
+def test_json_summary_with_an_undecodable_file_name(tmp_path: Path) -> None:
+    name = os.fsdecode(b"cowrie_\xff.json")
+    (tmp_path / name).write_bytes((SAMPLES / "cowrie.json.2026-11-30").read_bytes())
+    url = f"sqlite:///{tmp_path / 'names.sqlite'}"
+    result = run("cowrie-loader", "ingest", str(tmp_path / name), "--db", url, "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["events_loaded"] == 25
+    assert summary["per_file"][0]["path"].endswith("cowrie_\udcff.json")
+
+
+@pytest.mark.postgres
+def test_two_loaders_at_once_on_an_empty_postgresql_database(pg_url: str) -> None:
+    command = [str(BIN / "cowrie-loader"), "ingest", str(SAMPLES), "--db", pg_url, "--json"]
+    env = {**os.environ, "COWRIEPROC_CONFIG": ""}
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    second = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    results = [(*p.communicate(timeout=120), p.returncode) for p in (first, second)]
+    assert [rc for _, _, rc in results] == [0, 0], [err for _, err, _ in results]
+    loaded = sorted(json.loads(out)["events_loaded"] for out, _, _ in results)
+    assert sum(loaded) == 31

@@ -7,6 +7,7 @@ the database schema does not match the code).
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from pathlib import Path
@@ -16,8 +17,11 @@ import orjson
 import typer
 from rich.console import Console
 from rich.text import Text
+from sqlalchemy import Engine
 
 from cowrieprocessor.config import Settings, load_settings
+from cowrieprocessor.db import schema
+from cowrieprocessor.db.engine import check_url, create_engine, redact_url
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -50,6 +54,22 @@ VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Log detail
 console = Console(stderr=True, highlight=False)
 
 
+def open_database(url: str, *, as_json: bool, pool_size: int = 5, max_overflow: int = 5) -> Engine:
+    """Open the database at ``url`` at the code's schema, or exit 2 saying why.
+
+    An empty database gets the schema; a bad URL, an unreachable server or a schema
+    older or newer than the code ends the command with a message and exit code 2.
+    """
+    try:
+        engine = create_engine(check_url(url), pool_size=pool_size, max_overflow=max_overflow)
+        schema.ensure_current(engine)
+    except (ValueError, schema.SchemaVersionError) as error:
+        fail(str(error), EXIT_USAGE, as_json=as_json)
+    except Exception as error:  # connection refused, missing driver, permissions
+        fail(f"cannot open {redact_url(url)}: {error}", EXIT_USAGE, as_json=as_json)
+    return engine
+
+
 def settings_or_exit(config: Path | None, **overrides: Any) -> Settings:
     try:
         return load_settings(config, **overrides)
@@ -69,7 +89,16 @@ def setup_logging(verbose: bool) -> None:
 
 
 def emit_json(summary: dict[str, Any]) -> None:
-    sys.stdout.write(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode() + "\n")
+    """Print ``summary`` as one JSON object on stdout.
+
+    Text that is not valid Unicode (a file name with undecodable bytes arrives as lone
+    surrogates) is written as ``\\udcXX`` escapes, which stay valid JSON.
+    """
+    try:
+        text = orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode()
+    except TypeError:
+        text = json.dumps(summary, indent=2, ensure_ascii=True, default=str)
+    sys.stdout.write(text + "\n")
     sys.stdout.flush()
 
 

@@ -11,6 +11,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from cowrieprocessor.cli.common import (
     EXIT_FAILED,
+    EXIT_USAGE,
     ConfigOption,
     DbOption,
     JsonOption,
@@ -20,7 +21,7 @@ from cowrieprocessor.cli.common import (
     settings_or_exit,
 )
 from cowrieprocessor.db import schema
-from cowrieprocessor.db.engine import create_engine, redact_url
+from cowrieprocessor.db.engine import check_url, create_engine, redact_url
 
 app = typer.Typer(
     help="Manage the cowrieprocessor database schema.",
@@ -31,7 +32,10 @@ app = typer.Typer(
 
 def _engine(db: str | None, config: Path | None) -> tuple[str, Engine]:
     settings = settings_or_exit(config, db_url=db)
-    return settings.db_url, create_engine(settings.db_url)
+    try:
+        return settings.db_url, create_engine(check_url(settings.db_url))
+    except ValueError as error:
+        fail(str(error), EXIT_USAGE)
 
 
 def _migrate(action: str, db: str | None, revision: str, json: bool, config: Path | None) -> None:
@@ -41,7 +45,7 @@ def _migrate(action: str, db: str | None, revision: str, json: bool, config: Pat
         before = schema.state(engine).current
         getattr(schema, action)(engine, revision)
         after = schema.state(engine).current
-    except SQLAlchemyError as error:
+    except (SQLAlchemyError, schema.SchemaVersionError) as error:
         fail(f"{action} of {redact_url(url)} failed: {error}", as_json=json)
     if json:
         emit_json({"ok": True, "db": redact_url(url), "from": before, "to": after})
@@ -106,10 +110,9 @@ def check(db: DbOption = None, json: JsonOption = False, config: ConfigOption = 
             }
         )
     if not found.up_to_date:
-        console.print(
-            f"schema is {found.current or 'empty'}, code expects {found.head}: "
-            "run `cowrie-db upgrade`"
-        )
+        newer = found.current is not None and found.current not in schema.known_revisions()
+        advice = "upgrade cowrieprocessor" if newer else "run `cowrie-db upgrade`"
+        console.print(f"schema is {found.current or 'empty'}, code expects {found.head}: {advice}")
         raise typer.Exit(EXIT_FAILED)
     if not json:
         console.print(f"schema is up to date ({found.head})")

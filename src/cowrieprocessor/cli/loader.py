@@ -17,7 +17,6 @@ from rich.table import Table
 
 from cowrieprocessor.cli.common import (
     EXIT_FAILED,
-    EXIT_USAGE,
     ConfigOption,
     DbOption,
     JsonOption,
@@ -25,11 +24,11 @@ from cowrieprocessor.cli.common import (
     console,
     emit_json,
     fail,
+    open_database,
     settings_or_exit,
     setup_logging,
 )
-from cowrieprocessor.db import schema
-from cowrieprocessor.db.engine import create_engine, redact_url
+from cowrieprocessor.db.engine import redact_url
 from cowrieprocessor.ingest.loader import IngestSummary, Loader
 from cowrieprocessor.safetext import printable
 
@@ -56,7 +55,7 @@ def ingest(
         typer.Option(help="Sensor name for events without a `sensor` field.", show_default=False),
     ] = None,
     batch_size: Annotated[
-        int | None, typer.Option(help="Events per transaction.", show_default=False)
+        int | None, typer.Option(help="Events per transaction.", show_default=False, min=1)
     ] = None,
     json: JsonOption = False,
     config: ConfigOption = None,
@@ -65,13 +64,7 @@ def ingest(
     """Load logs. Safe to rerun: what is already loaded is recognised and skipped."""
     setup_logging(verbose)
     settings = settings_or_exit(config, db_url=db, sensor=sensor, batch_size=batch_size)
-    engine = create_engine(settings.db_url, pool_size=1, max_overflow=1)
-    try:
-        schema.ensure_current(engine)
-    except schema.SchemaVersionError as error:
-        fail(str(error), EXIT_USAGE, as_json=json)
-    except Exception as error:  # connection refused, bad URL, permissions
-        fail(f"cannot open {redact_url(settings.db_url)}: {error}", EXIT_USAGE, as_json=json)
+    engine = open_database(settings.db_url, as_json=json, pool_size=1, max_overflow=1)
 
     show_progress = sys.stderr.isatty() and not json
     with _progress(show_progress) as bar:

@@ -15,6 +15,7 @@ import orjson
 from sqlalchemy import Engine, event
 from sqlalchemy import create_engine as sa_create_engine
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 #: How long a SQLite writer waits for another process's lock before giving up.
 SQLITE_BUSY_TIMEOUT_MS = 60_000
@@ -34,7 +35,31 @@ def normalise_url(url: str) -> str:
 
 def redact_url(url: str) -> str:
     """The URL with any password hidden, for messages and summaries."""
-    return make_url(url).render_as_string(hide_password=True)
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<not a database URL>"
+
+
+def check_url(url: str, *, persistent: bool = True) -> str:
+    """Return ``url`` normalised, or raise ValueError saying what is wrong with it.
+
+    Only SQLite and PostgreSQL are supported. ``persistent`` refuses an in-memory
+    SQLite database, which would keep nothing after the command ends.
+    """
+    try:
+        parsed = make_url(normalise_url(url))
+    except ArgumentError:
+        raise ValueError(
+            "the database URL cannot be parsed; use sqlite:///PATH or "
+            "postgresql://USER@HOST:PORT/DATABASE"
+        ) from None
+    backend = parsed.get_backend_name()
+    if backend not in ("sqlite", "postgresql"):
+        raise ValueError(f"unsupported database {backend!r}: use SQLite or PostgreSQL")
+    if backend == "sqlite" and persistent and parsed.database in (None, "", ":memory:"):
+        raise ValueError("an in-memory SQLite database keeps nothing; give sqlite:///PATH")
+    return parsed.render_as_string(hide_password=False)
 
 
 def create_engine(url: str, *, pool_size: int = 5, max_overflow: int = 5) -> Engine:

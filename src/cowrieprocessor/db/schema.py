@@ -89,13 +89,30 @@ def downgrade(engine: Engine, revision: str = "-1") -> None:
     _run(engine, "downgrade", revision)
 
 
+# Any fixed 64-bit number: the advisory lock that serialises schema changes.
+_SCHEMA_LOCK_KEY = 0x636F77726965_01
+
+
 def _run(engine: Engine, action: str, revision: str) -> None:
+    """Run an Alembic command in one transaction.
+
+    On PostgreSQL the transaction first takes an advisory lock, so two processes that
+    both find an empty database (two loaders started at once) create the schema once:
+    the second waits, then finds it at the target revision and does nothing. SQLite
+    needs no lock: its transactions begin with BEGIN IMMEDIATE.
+    """
     from alembic import command
+    from alembic.util import CommandError
 
     config = _config()
     with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK_KEY})
         config.attributes["connection"] = conn
-        getattr(command, action)(config, revision)
+        try:
+            getattr(command, action)(config, revision)
+        except CommandError as error:
+            raise SchemaVersionError(f"cannot {action} to {revision!r}: {error}") from error
 
 
 def ensure_current(engine: Engine, *, create_if_empty: bool = True) -> SchemaState:

@@ -39,6 +39,7 @@ from cowrieprocessor.ingest.reader import (
     grew_from,
     read_lines,
 )
+from cowrieprocessor.safetext import printable
 from cowrieprocessor.ingest.writer import (
     BatchWriter,
     Checkpoint,
@@ -83,10 +84,13 @@ class IngestSummary:
 
     @property
     def nothing_readable(self) -> bool:
-        """True when inputs were given but not a single event could be read."""
-        return self.total("events_read") == 0 and (
-            self.total("dead_letters") > 0 or bool(self.warnings)
-        )
+        """True when this run read input but every line of it failed to load.
+
+        Files unchanged since the last run, empty files and skipped non-log files (say
+        Cowrie's own ``cowrie.log`` beside its JSON) are not failures: a rerun with
+        nothing new is a success.
+        """
+        return self.total("events_read") == 0 and self.total("dead_letters") > 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -237,9 +241,14 @@ class _FileRun:
         except EventError as error:
             if error.reason == "empty_line":
                 return False
+            later = (
+                "it will be read again when the file grows"
+                if self.source.compression == "none"
+                else "the archive ends inside it"
+            )
             detail = (
                 f"{self.path}:{line.number}: last line has no newline and is not valid "
-                f"JSON ({error.detail}); it will be read again when the file grows"
+                f"JSON ({error.detail}); {later}"
             )
             self._dead(line.number, "truncated_line", detail, line)
             return False
@@ -248,14 +257,14 @@ class _FileRun:
     def _dead(self, number: int, reason: str, detail: str, line: Line | None) -> None:
         raw = "" if line is None else line.data.decode("utf-8", errors="surrogateescape")
         self.letters.append(DeadLetter(self.path, number, reason, detail, raw))
-        log.warning("%s", detail)
+        log.warning("%s", printable(detail, stored=False))
 
     def _problem(self, problem: ReadProblem, summary: IngestSummary) -> None:
         self.letters.append(
             DeadLetter(self.path, problem.number, problem.reason, problem.detail, "")
         )
         summary.warnings.append(problem.detail)
-        log.warning("%s", problem.detail)
+        log.warning("%s", printable(problem.detail, stored=False))
 
     def _take(self, *, finished: bool) -> _Batch:
         """Hand over what was parsed since the last batch, with its checkpoint."""
