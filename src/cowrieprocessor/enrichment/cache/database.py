@@ -173,12 +173,15 @@ class EnrichmentDatabaseCache(Cache):
             set_={name: excluded[name] for name in _STORED_COLUMNS},
             where=TABLE.c.created_at < excluded.created_at,
         ).returning(TABLE.c.id)
+        # One UPDATE per (service, hit count) group: a flush is a few statements, not one
+        # per row. On PostgreSQL the rows are locked in id order first, so two processes
+        # flushing overlapping keys wait for each other instead of deadlocking.
+        matching = select(TABLE.c.id).where(TABLE.c.service == bindparam("b_service"), in_batch)
+        if self.postgres:
+            matching = matching.order_by(TABLE.c.id).with_for_update()
         self._add_hits = (
             update(TABLE)
-            .where(
-                TABLE.c.service == bindparam("b_service"),
-                TABLE.c.cache_key_hash == bindparam("b_hash"),
-            )
+            .where(TABLE.c.id.in_(matching.scalar_subquery()))
             .values(
                 hit_count=TABLE.c.hit_count + bindparam("b_hits", type_=Integer()),
                 accessed_at=bindparam("b_at", type_=TABLE.c.accessed_at.type),
@@ -202,7 +205,7 @@ class EnrichmentDatabaseCache(Cache):
         wanted = {key_hash(key): key for key in keys}
         if not wanted:
             return {}
-        hashes: Any = list(wanted) if self.postgres else orjson.dumps(list(wanted)).decode()
+        hashes = self._hash_list(list(wanted))
         with self.engine.connect() as conn:
             raws = conn.execute(
                 self._select_many, {"service": service, "hashes": hashes, "now": now}
@@ -253,7 +256,10 @@ class EnrichmentDatabaseCache(Cache):
             self.flush_hits()
 
     def flush_hits(self) -> int:
-        """Write the buffered hit counts in one transaction; return how many rows changed.
+        """Write the buffered hit counts in one transaction; return how many keys it covers.
+
+        ``accessed_at`` becomes the latest read of the keys' group (same service and hit
+        count), at most one flush interval later than a key's own last read.
 
         A failure (database down, lock timeout) is logged and the counts are dropped:
         they are statistics, and retrying them would turn a read path into a write path.
@@ -264,24 +270,31 @@ class EnrichmentDatabaseCache(Cache):
             self._last_flush = time.monotonic()
         if not pending:
             return 0
-        # Rows are updated in key order so that two processes flushing at once take
-        # their row locks in the same order and cannot deadlock.
-        params = [
-            {
-                "b_service": name[0],
-                "b_hash": name[1],
-                "b_hits": pending[name][0],
-                "b_at": pending[name][1],
-            }
-            for name in sorted(pending)
-        ]
+        groups: dict[tuple[str, int], tuple[list[str], datetime]] = {}
+        for (service, digest), (hits, at) in pending.items():
+            hashes, latest = groups.get((service, hits), ([], at))
+            hashes.append(digest)
+            groups[(service, hits)] = (hashes, max(latest, at))
         try:
             with self.engine.begin() as conn:
-                conn.execute(self._add_hits, params)
+                for (service, hits), (hashes, latest) in sorted(groups.items()):
+                    conn.execute(
+                        self._add_hits,
+                        {
+                            "b_service": service,
+                            "b_hits": hits,
+                            "b_at": latest,
+                            "hashes": self._hash_list(sorted(hashes)),
+                        },
+                    )
         except SQLAlchemyError as exc:
-            logger.warning("database cache: dropped %d hit counts: %s", len(params), exc)
+            logger.warning("database cache: dropped %d hit counts: %s", len(pending), exc)
             return 0
-        return len(params)
+        return len(pending)
+
+    def _hash_list(self, hashes: list[str]) -> Any:
+        """``hashes`` as the statements bind them: an array, or JSON text for json_each."""
+        return hashes if self.postgres else orjson.dumps(hashes).decode()
 
     # -- writing ---------------------------------------------------------------------------
 

@@ -50,6 +50,10 @@ _EXACT_FLOAT_LIMIT = 1e16
 # which only sends that entry down the slower, exact path).
 _EXPONENT = re.compile(rb"[0-9][eE]")
 _ESCAPE_BYTES = ESCAPE.encode("utf-8")
+# Digits become "0", everything else "x": a run of 19 zeros is a number orjson cannot
+# hold exactly. bytes.translate and a substring test are much faster than a regex.
+_DIGIT_CLASSES = bytes(ord("0") if chr(b).isdigit() and b < 128 else ord("x") for b in range(256))
+_LONG_DIGITS = b"0" * 19
 
 
 def key_hash(key: str) -> str:
@@ -194,7 +198,15 @@ class _Reorder:
 def load_payload(raw: str | bytes) -> CacheEntry:
     """The entry a ``payload`` text holds. Raises ValueError when it is not a record."""
     raw_bytes = raw.encode("utf-8") if isinstance(raw, str) else raw
-    data = decode_record(raw_bytes)
+    if _LONG_DIGITS in raw_bytes.translate(_DIGIT_CLASSES):
+        data = decode_record(raw_bytes)  # keeps integers beyond 64 bits exact
+    else:
+        # The common case, without decode_record's regular expression: payloads hold no
+        # escaped surrogates (the text rule replaced them), so orjson reads them all.
+        try:
+            data = orjson.loads(raw_bytes)
+        except orjson.JSONDecodeError as exc:
+            raise ValueError(f"a cache payload is not JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise ValueError(f"a cache payload must be a JSON object, got {type(data).__name__}")
     hints = data.pop("key_order", None)
