@@ -265,3 +265,15 @@ def test_attacker_text_is_stored_faithfully(engine: Engine, tmp_path: Path, text
     )
     assert any(p.get(text) == "key is text too" and p.get("version") == text for p in payloads)
     assert decode_text(session(engine, "a1").client_version or "") == text
+
+
+def test_file_rewritten_with_the_same_start_is_read_again(engine: Engine, tmp_path: Path) -> None:
+    many = [e for i in range(60) for e in session_events(f"r{i:03d}", i * 10)]
+    path = write(tmp_path / "cowrie.json", lines(many[:150]))  # well over 4 KiB
+    load(engine, path, batch=50)
+    # Same first 100 events (same first 4 KiB), then different ones, and longer.
+    write(path, lines(many[:100] + many[200:300]))
+    summary = load(engine, path, batch=50)
+    assert summary["per_file"][0]["action"] == "reread"
+    assert summary["events_loaded"] == 100
+    assert count(engine, RawEvent) == 250

@@ -68,6 +68,8 @@ class IngestedFile(Base):
     compression: Mapped[str] = mapped_column(String(8))
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     head_sha256: Mapped[str] = mapped_column(String(64))
+    #: Plain files: SHA-256 of the 4 KiB before ``checkpoint_offset``; None for archives.
+    tail_sha256: Mapped[str | None] = mapped_column(String(64))
     checkpoint_offset: Mapped[int] = mapped_column(BigInteger, default=0)
     checkpoint_line: Mapped[int] = mapped_column(BigInteger, default=0)
     events_read: Mapped[int] = mapped_column(BigInteger, default=0)

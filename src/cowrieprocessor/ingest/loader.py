@@ -38,8 +38,8 @@ from cowrieprocessor.ingest.reader import (
     discover,
     grew_from,
     read_lines,
+    tail_sha256,
 )
-from cowrieprocessor.safetext import printable
 from cowrieprocessor.ingest.writer import (
     BatchWriter,
     Checkpoint,
@@ -47,6 +47,7 @@ from cowrieprocessor.ingest.writer import (
     LoadedEvent,
     reset_checkpoint,
 )
+from cowrieprocessor.safetext import printable
 
 log = logging.getLogger(__name__)
 
@@ -148,10 +149,15 @@ class Loader:
         stored = self._stored(path)
         start_offset, start_line, action = 0, 0, "new"
         if stored is not None:
+            # The bytes before the checkpoint must still be those read (a plain file
+            # rewritten with the same first 4 KiB is not one that grew).
+            tail_ok = stored.tail_sha256 is None or stored.tail_sha256 == tail_sha256(
+                source.path, stored.checkpoint_offset
+            )
             same = source.size == stored.size_bytes and source.head_sha256 == stored.head_sha256
-            if same and stored.finished:
+            if same and tail_ok and stored.finished:
                 return FileSummary(path=path, action="unchanged")
-            if grew_from(source, stored.size_bytes, stored.head_sha256):
+            if tail_ok and grew_from(source, stored.size_bytes, stored.head_sha256):
                 start_offset, start_line = stored.checkpoint_offset, stored.checkpoint_line
                 action = "resumed"
             else:
@@ -273,6 +279,11 @@ class _FileRun:
             compression=self.source.compression,
             size_bytes=self.source.size,
             head_sha256=self.source.head_sha256,
+            tail_sha256=(
+                tail_sha256(self.source.path, self.offset)
+                if self.source.compression == "none"
+                else None
+            ),
             offset=self.offset,
             line=self.line_no,
             finished=finished,

@@ -199,6 +199,25 @@ def grew_from(src: SourceFile, size: int, head_sha256: str) -> bool:
     return len(head) == size and hashlib.sha256(head).hexdigest() == head_sha256
 
 
+def tail_sha256(path: Path, offset: int) -> str | None:
+    """SHA-256 of the (up to HEAD_BYTES) bytes of a plain file that end at ``offset``.
+
+    Stored with a checkpoint, it tells a file that grew from one rewritten with the same
+    first bytes: the bytes before the checkpoint must still be the ones read. None when
+    the file is shorter than ``offset`` or cannot be read.
+    """
+    start = max(0, offset - HEAD_BYTES)
+    try:
+        with open(path, "rb", buffering=0) as handle:
+            handle.seek(start)
+            data = _read_up_to(handle.read, offset - start)
+    except OSError:
+        return None
+    if len(data) != offset - start:
+        return None
+    return hashlib.sha256(data).hexdigest()
+
+
 def sort_key(path: Path) -> tuple[object, ...]:
     """Order files so rotated logs of one directory come oldest first where the name says.
 

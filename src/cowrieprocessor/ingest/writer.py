@@ -98,6 +98,7 @@ class Checkpoint:
     compression: str
     size_bytes: int
     head_sha256: str
+    tail_sha256: str | None
     offset: int
     line: int
     finished: bool
@@ -332,6 +333,7 @@ class BatchWriter:
             compression=point.compression,
             size_bytes=point.size_bytes,
             head_sha256=point.head_sha256,
+            tail_sha256=point.tail_sha256,
             checkpoint_offset=point.offset,
             checkpoint_line=point.line,
             events_read=read,
@@ -346,6 +348,7 @@ class BatchWriter:
                 "compression": insert.excluded.compression,
                 "size_bytes": insert.excluded.size_bytes,
                 "head_sha256": insert.excluded.head_sha256,
+                "tail_sha256": insert.excluded.tail_sha256,
                 "checkpoint_offset": insert.excluded.checkpoint_offset,
                 "checkpoint_line": insert.excluded.checkpoint_line,
                 "events_read": c.events_read + insert.excluded.events_read,

@@ -103,6 +103,7 @@ def upgrade() -> None:
         sa.Column("compression", sa.String(length=8), nullable=False),
         sa.Column("size_bytes", sa.BigInteger(), nullable=False),
         sa.Column("head_sha256", sa.String(length=64), nullable=False),
+        sa.Column("tail_sha256", sa.String(length=64), nullable=True),
         sa.Column("checkpoint_offset", sa.BigInteger(), nullable=False),
         sa.Column("checkpoint_line", sa.BigInteger(), nullable=False),
         sa.Column("events_read", sa.BigInteger(), nullable=False),
