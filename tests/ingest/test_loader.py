@@ -277,3 +277,20 @@ def test_file_rewritten_with_the_same_start_is_read_again(engine: Engine, tmp_pa
     assert summary["per_file"][0]["action"] == "reread"
     assert summary["events_loaded"] == 100
     assert count(engine, RawEvent) == 250
+
+
+def test_events_with_bad_fields_are_kept_and_counted(engine: Engine, tmp_path: Path) -> None:
+    events = session_events("p1")
+    events[1]["timestamp"] = "garbage"
+    del events[2]["timestamp"]
+    events[0]["src_ip"] = "not-an-ip"
+    summary = load(engine, write(tmp_path / "odd.json", lines(events)))
+    assert summary["events_loaded"] == 5
+    assert summary["event_problems"] == {
+        "bad_timestamp": 1,
+        "invalid_src_ip": 1,
+        "missing_timestamp": 1,
+    }
+    row = session(engine, "p1")
+    assert (row.src_ip, row.src_ip_valid) == ("not-an-ip", False)
+    assert count(engine, RawEvent, RawEvent.event_time.is_(None)) == 2

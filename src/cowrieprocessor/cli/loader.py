@@ -125,6 +125,12 @@ def _print_summary(summary: IngestSummary, db: str) -> None:
     ):
         table.add_row(label, f"{data[key]:,}")
     console.print(table)
+    for problem, count in data["event_problems"].items():
+        console.print(
+            f"warning: {count} event(s) loaded with {problem}: the event is stored whole "
+            "in raw_events, the field it concerns is left empty",
+            markup=False,
+        )
     for warning in summary.warnings:
         console.print(f"warning: {printable(warning, stored=False)}", markup=False)
     if data["dead_letters"]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -65,6 +66,9 @@ class FileSummary:
     duplicates: int = 0
     dead_letters: int = 0
     blank_lines: int = 0
+    #: Events loaded with a flagged field (``bad_timestamp``, ``invalid_src_ip``, ...),
+    #: by flag: the event is kept whole in ``raw_events``; the flagged column is empty.
+    problems: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -93,6 +97,13 @@ class IngestSummary:
         """
         return self.total("events_read") == 0 and self.total("dead_letters") > 0
 
+    def problems(self) -> dict[str, int]:
+        """Events loaded with a flagged field, by flag, over all files."""
+        found: Counter[str] = Counter()
+        for item in self.files:
+            found.update(item.problems)
+        return dict(sorted(found.items()))
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "files": len(self.files),
@@ -103,6 +114,7 @@ class IngestSummary:
             "duplicates_skipped": self.total("duplicates"),
             "dead_letters": self.total("dead_letters"),
             "blank_lines": self.total("blank_lines"),
+            "event_problems": self.problems(),
             "sessions": self.sessions_touched,
             "elapsed_seconds": round(self.elapsed_seconds, 3),
             "events_per_second": round(self.events_per_second, 1),
@@ -236,6 +248,8 @@ class _FileRun:
             sensor = event.sensor or self.loader.default_sensor
             self.events.append(LoadedEvent(event, sensor, self.path, line.number))
             self.batch_read += 1
+            for problem in event.problems:
+                self.result.problems[problem] = self.result.problems.get(problem, 0) + 1
             if line.number in self.pending_lines:
                 self.resolved.append((self.path, line.number))
         self.offset, self.line_no = line.end, line.number
