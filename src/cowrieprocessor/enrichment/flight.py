@@ -149,7 +149,11 @@ class SingleFlight:
             if shared is not None:
                 return shared
             outcome = flight.fetch()
-            self._settle(conn, service, digest, outcome, flight, func.clock_timestamp())
+            # Stored (and committed on the cache's own connection) before the lock goes
+            # with this transaction, so a waiter that gets the lock finds it.
+            if outcome.definitive:
+                flight.store(outcome)
+            self._settle(conn, service, digest, outcome, func.clock_timestamp())
             return outcome, Source.FETCHED
 
     # SQLite ---------------------------------------------------------------------------
@@ -169,17 +173,20 @@ class SingleFlight:
 
         try:
             # The fetcher may have finished between our last look and our taking over.
-            with self.engine.begin() as conn:
-                shared = self._shared(conn, service, digest, flight, started)
+            shared = self._look(service, digest, flight, started)
             if shared is not None:
                 self._clear(service, digest)
                 return shared
             outcome = flight.fetch()
+            # Outside any transaction of ours: every SQLite transaction holds the write
+            # lock, and the cache writes on a connection of its own.
+            if outcome.definitive:
+                flight.store(outcome)
         except BaseException:
             self._clear(service, digest)
             raise
         with self.engine.begin() as conn:
-            self._settle(conn, service, digest, outcome, flight, datetime.now(UTC))
+            self._settle(conn, service, digest, outcome, datetime.now(UTC))
         return outcome, Source.FETCHED
 
     def _take(self, conn: Connection, service: str, digest: str) -> bool:
@@ -200,8 +207,7 @@ class SingleFlight:
     def _look(
         self, service: str, digest: str, flight: Flight, started: datetime
     ) -> tuple[Outcome, Source] | None:
-        with self.engine.begin() as conn:
-            return self._shared(conn, service, digest, flight, started)
+        return self._shared(None, service, digest, flight, started)
 
     def _clear(self, service: str, digest: str) -> None:
         f = FLIGHTS.c
@@ -215,17 +221,27 @@ class SingleFlight:
     # Both -----------------------------------------------------------------------------
 
     def _shared(
-        self, conn: Connection, service: str, digest: str, flight: Flight, started: Any
+        self,
+        conn: Connection | None,
+        service: str,
+        digest: str,
+        flight: Flight,
+        started: Any,
     ) -> tuple[Outcome, Source] | None:
         """Another worker's answer: from the cache, or the error of a flight that failed
-        while we waited; None when this worker should ask."""
+        while we waited; None when this worker should ask. ``conn`` is the PostgreSQL
+        flight's connection; on SQLite (None) the note is read in a transaction of its
+        own, after the cache, so that no two transactions of this process overlap."""
         found = flight.reread()
         if found is not None:
             return found, Source.SHARED
         f = FLIGHTS.c
-        note = conn.execute(
-            select(f.failed_at, f.failure).where(f.service == service, f.key_hash == digest)
-        ).first()
+        query = select(f.failed_at, f.failure).where(f.service == service, f.key_hash == digest)
+        if conn is not None:
+            note = conn.execute(query).first()
+        else:
+            with self.engine.begin() as own:
+                note = own.execute(query).first()
         if note is None or note.failed_at is None or note.failed_at < started:
             return None
         try:
@@ -240,13 +256,12 @@ class SingleFlight:
         service: str,
         digest: str,
         outcome: Outcome,
-        flight: Flight,
         moment: Any,
     ) -> None:
-        """Store a definitive answer, or leave a failure note; end the pending flight."""
+        """End the pending flight; leave a failure note when it failed (the caller has
+        stored a definitive answer in the cache already)."""
         f = FLIGHTS.c
         if outcome.definitive:
-            flight.store(outcome)
             # The cache answers from now on: no row is kept per key fetched (PostgreSQL
             # never wrote one; on SQLite the pending row goes, with any old failure).
             if not self._pg:

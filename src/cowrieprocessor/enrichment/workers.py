@@ -1,0 +1,282 @@
+"""``cowrie-enrich refresh --workers N``: N refresh processes sharing one database.
+
+:func:`refresh_with_workers` starts N worker processes (the ``spawn`` start method: no
+state is inherited, each opens its own engine, cache, clients and limiters) that run
+:func:`~cowrieprocessor.enrichment.refresh.refresh` as workers of one run:
+
+* rows are split by claims with leases (:mod:`.claims`), so each row is enriched once
+  and a worker that dies has its rows taken over when its lease ends;
+* cache misses go through single flight (:mod:`.flight`), so a key is asked once;
+* rate limits live in the database (:mod:`.shared_limits`), one pace per API key.
+
+Several hosts join one run by giving the same ``run_id`` (``--run-id``); their workers
+then share claims as if they were one pool. Each worker keeps its own status file under
+``<status_dir>/workers/<n>/``; the parent merges them into ``<status_dir>/
+enrichment_refresh.json`` every second and at the end.
+
+Connections: each worker holds at most ``pool_size + max_overflow`` connections of its
+engine plus, on PostgreSQL, :data:`~.shared_limits.PG_POOL_MAX` for the rate-limit
+buckets (see docs/refresh.md for sizing against ``max_connections``).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import queue
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from multiprocessing.queues import Queue
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from cowrieprocessor.config import Settings
+from cowrieprocessor.db.engine import create_engine
+from cowrieprocessor.enrichment.claims import DEFAULT_LEASE, RowClaims, new_run_id
+from cowrieprocessor.enrichment.flight import SingleFlight
+from cowrieprocessor.enrichment.refresh import RefreshOptions, refresh
+from cowrieprocessor.enrichment.shared_limits import PG_POOL_MAX, shared_limiters
+from cowrieprocessor.enrichment.status import STATUS_FILE_NAME, StatusFile
+
+logger = logging.getLogger(__name__)
+
+#: Engine pool of each worker: the page, claim and write connection, and one for a
+#: single-flight lock held while the cache is written on another.
+WORKER_POOL_SIZE = 2
+WORKER_MAX_OVERFLOW = 1
+#: Connections one worker may open on PostgreSQL, all pools together.
+CONNECTIONS_PER_WORKER = WORKER_POOL_SIZE + WORKER_MAX_OVERFLOW + PG_POOL_MAX
+
+_COUNTED = ("memo_hits", "cache_hits", "cache_misses", "attempted", "failed", "api_calls")
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """What one worker process needs; pickled to the child."""
+
+    index: int
+    settings: Settings
+    options: RefreshOptions
+    run_id: str
+    lease_seconds: float
+    status_dir: Path
+    log_level: int = logging.WARNING
+
+
+@dataclass
+class PoolResult:
+    """The merged outcome of all workers; reads like :class:`RefreshResult`."""
+
+    summary: dict[str, Any]
+    died: list[int] = field(default_factory=list)
+
+    @property
+    def failed_services(self) -> list[str]:
+        return list(self.summary["failed_services"])
+
+    @property
+    def exit_code(self) -> int:
+        """1 when a service failed for every lookup or any worker died, else 0."""
+        return 1 if self.failed_services or self.died else 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.summary)
+
+
+def refresh_with_workers(
+    settings: Settings,
+    options: RefreshOptions,
+    workers: int,
+    *,
+    run_id: str | None = None,
+    lease: timedelta = DEFAULT_LEASE,
+    status_dir: Path | None = None,
+    log_level: int = logging.WARNING,
+) -> PoolResult:
+    """Run ``workers`` worker processes over ``settings.db_url`` and merge their results.
+
+    A worker that dies (killed, out of memory) does not stop the others: they take its
+    rows over once its lease ends, and the result names it in ``died``.
+
+    Raises:
+        ValueError: ``workers`` is below 1.
+        KeyboardInterrupt: after the workers were told to stop (they commit what they
+            have) and joined.
+    """
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
+    run_id = run_id or new_run_id()
+    directory = status_dir if status_dir is not None else settings.status_dir
+    context = multiprocessing.get_context("spawn")
+    results: Queue[tuple[int, dict[str, Any]]] = context.Queue()
+    specs = [
+        WorkerSpec(i, settings, options, run_id, lease.total_seconds(), directory, log_level)
+        for i in range(workers)
+    ]
+    processes = [
+        context.Process(target=worker_main, args=(spec, results), name=f"refresh-worker-{i}")
+        for i, spec in enumerate(specs)
+    ]
+    logger.info("refresh run %s: starting %d workers", run_id, workers)
+    started = time.monotonic()
+    for process in processes:
+        process.start()
+
+    summaries: dict[int, dict[str, Any]] = {}
+    try:
+        while any(p.is_alive() for p in processes):
+            _drain(results, summaries, timeout=0.5)
+            _write_merged(directory, specs, summaries, started, "running")
+        for process in processes:
+            process.join()
+        _drain(results, summaries, timeout=0.1)
+    except KeyboardInterrupt:
+        for process in processes:
+            process.join(timeout=30)
+            if process.is_alive():
+                process.terminate()
+        _write_merged(directory, specs, summaries, started, "interrupted")
+        raise
+
+    died = [i for i, p in enumerate(processes) if i not in summaries or p.exitcode != 0]
+    for index in died:
+        logger.error("refresh worker %d ended with exit code %s", index, processes[index].exitcode)
+    state = "failed" if died and len(died) == workers else "finished"
+    merged = _write_merged(directory, specs, summaries, started, state)
+    merged["run_id"] = run_id
+    merged["workers"] = workers
+    merged["died"] = died
+    return PoolResult(merged, died)
+
+
+def worker_main(spec: WorkerSpec, results: Queue[tuple[int, dict[str, Any]]]) -> None:
+    """The body of one worker process: its own engine, limiters, claims and flight."""
+    logging.basicConfig(level=spec.log_level, format="%(processName)s %(levelname)s %(message)s")
+    engine = create_engine(
+        spec.settings.db_url, pool_size=WORKER_POOL_SIZE, max_overflow=WORKER_MAX_OVERFLOW
+    )
+    limiters = shared_limiters(spec.settings.db_url)
+    claims = RowClaims(engine, spec.run_id, lease=timedelta(seconds=spec.lease_seconds))
+    if spec.index == 0:
+        removed = claims.remove_old()
+        if removed:
+            logger.info("removed %d old claims", removed)
+    try:
+        result = refresh(
+            engine,
+            spec.settings,
+            spec.options,
+            limiters=limiters,
+            status_dir=_worker_dir(spec.status_dir, spec.index),
+            claims=claims,
+            # A pending flight of a dead worker holds its waiters as long as a claim.
+            flight=SingleFlight(engine, owner=claims.worker, lease=claims.lease),
+        )
+        summary = result.as_dict()
+        summary["lost_claims"] = claims.lost
+        results.put((spec.index, summary))
+    finally:
+        limiters.close()
+        engine.dispose()
+
+
+def _worker_dir(directory: Path, index: int) -> Path:
+    return directory / "workers" / str(index)
+
+
+def _drain(
+    results: Queue[tuple[int, dict[str, Any]]], into: dict[int, dict[str, Any]], timeout: float
+) -> None:
+    try:
+        index, summary = results.get(timeout=timeout)
+    except queue.Empty:
+        return
+    into[index] = summary
+    while True:
+        try:
+            index, summary = results.get_nowait()
+        except queue.Empty:
+            return
+        into[index] = summary
+
+
+def _write_merged(
+    directory: Path,
+    specs: list[WorkerSpec],
+    finals: dict[int, dict[str, Any]],
+    started: float,
+    state: str,
+) -> dict[str, Any]:
+    """Merge each worker's final summary, or its status file while it runs."""
+    parts: list[dict[str, Any]] = []
+    for spec in specs:
+        if spec.index in finals:
+            parts.append(finals[spec.index])
+            continue
+        path = _worker_dir(directory, spec.index) / STATUS_FILE_NAME
+        try:
+            parts.append(orjson.loads(path.read_bytes()))
+        except (OSError, orjson.JSONDecodeError):
+            continue
+    merged = merge_summaries(parts, time.monotonic() - started, state)
+    StatusFile(directory / STATUS_FILE_NAME, lambda: merged).write()
+    return merged
+
+
+def merge_summaries(parts: list[dict[str, Any]], elapsed: float, state: str) -> dict[str, Any]:
+    """One status document for several workers: counts added, totals shared."""
+    rows: dict[str, dict[str, int]] = {}
+    outcomes: dict[str, dict[str, int]] = {}
+    lookups: dict[str, dict[str, Any]] = {}
+    last_errors: dict[str, str] = {}
+    for part in parts:
+        for kind, counts in part.get("rows", {}).items():
+            mine = rows.setdefault(kind, {"total": 0, "scanned": 0, "enriched": 0})
+            mine["total"] = max(mine["total"], counts["total"])
+            mine["scanned"] += counts["scanned"]
+            mine["enriched"] += counts["enriched"]
+        for service, labels in part.get("outcomes", {}).items():
+            mine_out = outcomes.setdefault(service, {})
+            for label, number in labels.items():
+                mine_out[label] = mine_out.get(label, 0) + number
+        for service, stats in part.get("lookups", {}).items():
+            merged = lookups.setdefault(
+                service, {name: 0 for name in (*_COUNTED, "shared")} | {"last_error": None}
+            )
+            for name in (*_COUNTED, "shared"):
+                merged[name] += int(stats.get(name, 0))
+            if stats.get("last_error"):
+                merged["last_error"] = stats["last_error"]
+        last_errors.update(part.get("last_errors", {}))
+    failed = sorted(
+        name for name, s in lookups.items() if s["attempted"] > 0 and s["failed"] == s["attempted"]
+    )
+    api_calls = sum(s["api_calls"] for s in lookups.values())
+    scanned = sum(r["scanned"] for r in rows.values())
+    elapsed = max(elapsed, 1e-6)
+    return {
+        "v": 1,
+        "job": "enrichment_refresh",
+        "state": state,
+        "elapsed_seconds": round(elapsed, 3),
+        "rows": rows,
+        "outcomes": {name: dict(sorted(c.items())) for name, c in sorted(outcomes.items())},
+        "lookups": dict(sorted(lookups.items())),
+        "cache": {
+            "hits": sum(s["cache_hits"] for s in lookups.values()),
+            "misses": sum(s["cache_misses"] for s in lookups.values()),
+            "repeats_in_run": sum(s["memo_hits"] for s in lookups.values()),
+            "shared": sum(s["shared"] for s in lookups.values()),
+        },
+        "api_calls": api_calls,
+        "rate_rows_per_second": round(scanned / elapsed, 2),
+        "rate_api_calls_per_second": round(api_calls / elapsed, 2),
+        "eta_seconds": None,
+        "last_errors": dict(sorted(last_errors.items())),
+        "lost_claims": sum(int(p.get("lost_claims", 0)) for p in parts),
+        "ok": not failed,
+        "failed_services": failed,
+    }

@@ -1,0 +1,289 @@
+"""Many refresh workers on one database: eight processes against SQLite and PostgreSQL,
+with the local fake providers counting every request and when it arrived.
+
+Real databases, the real database cache, real worker processes (spawn), real HTTP.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pytest_httpserver import HTTPServer
+from sqlalchemy import Engine, func, insert, select
+from werkzeug import Request, Response
+
+from cowrieprocessor.db import schema
+from cowrieprocessor.db.engine import create_engine
+from cowrieprocessor.db.models import (
+    EnrichmentClaim,
+    File,
+    LoginAttempt,
+    PasswordEnrichment,
+    SessionSummary,
+    table_of,
+)
+from cowrieprocessor.db.textrule import decode_json, encode_text
+from cowrieprocessor.enrichment.refresh import RefreshOptions
+from cowrieprocessor.enrichment.workers import refresh_with_workers
+from tests.enrichment.servers import (
+    KEYS,
+    FakeProviders,
+    dshield_hit,
+    make_settings,
+    spur_hit,
+    vt_file_hit,
+)
+from tests.enrichment.test_refresh import T0
+
+SESSIONS = table_of(SessionSummary)
+FILES = table_of(File)
+LOGINS = table_of(LoginAttempt)
+PASSWORDS = table_of(PasswordEnrichment)
+CLAIMS = table_of(EnrichmentClaim)
+
+WORKERS = 8
+DSHIELD_RATE = 5  # per second, shared by all workers
+ADDRESSES = [f"45.84.{107 + i // 200}.{1 + i % 200}" for i in range(24)]
+HASHES = [hashlib.sha256(f"payload-{i}".encode()).hexdigest() for i in range(8)]
+PASSWORDS_USED = [f"pw-{i}" for i in range(6)]
+
+
+class TimedProviders(FakeProviders):
+    """The fake providers, also noting when each request arrived."""
+
+    def __init__(self, server: HTTPServer) -> None:
+        self.arrivals: list[tuple[str, float]] = []
+        super().__init__(server, keys=dict(KEYS))
+
+    def _handle(self, request: Request) -> Response:
+        with self._lock:
+            self.arrivals.append((request.path, time.monotonic()))
+        return super()._handle(request)
+
+    def per_key(self) -> Counter[tuple[str, str]]:
+        with self._lock:
+            return Counter((s.service, s.key) for s in self.seen)
+
+    def times(self, prefix: str) -> list[float]:
+        with self._lock:
+            return sorted(t for path, t in self.arrivals if path.startswith(prefix))
+
+
+@pytest.fixture
+def providers(httpserver: HTTPServer) -> TimedProviders:
+    return TimedProviders(httpserver)
+
+
+@pytest.fixture
+def url(db_url: str) -> Iterator[str]:
+    engine = create_engine(db_url)
+    schema.upgrade(engine)
+    _seed(engine)
+    engine.dispose()
+    yield db_url
+
+
+def _seed(engine: Engine) -> None:
+    """72 sessions over 24 addresses (each address thrice, far apart), 16 files over 8
+    hashes, 6 distinct passwords: workers meet the same keys at the same time."""
+    sessions = [
+        {
+            "sensor": "s1",
+            "session_id": f"sess{i:03d}",
+            "src_ip": ADDRESSES[i % len(ADDRESSES)],
+            "src_ip_valid": True,
+            "first_event_at": T0,
+            "updated_at": T0,
+        }
+        for i in range(72)
+    ]
+    files = [
+        {
+            "event_hash": hashlib.sha256(f"file{i}".encode()).hexdigest(),
+            "sensor": "s1",
+            "session_id": f"sess{i:03d}",
+            "direction": "upload",
+            "transfer_ok": True,
+            "shasum": HASHES[i % len(HASHES)],
+            "url": None,
+            "first_seen": T0,
+        }
+        for i in range(16)
+    ]
+    logins = [
+        {
+            "event_hash": hashlib.sha256(f"login{i}".encode()).hexdigest(),
+            "sensor": "s1",
+            "session_id": f"sess{i:03d}",
+            "event_time": T0,
+            "src_ip": ADDRESSES[0],
+            "username": "root",
+            "password": encode_text(password),
+            "password_sha256": hashlib.sha256(password.encode()).hexdigest(),
+            "success": False,
+        }
+        for i, password in enumerate(PASSWORDS_USED * 2)
+    ]
+    with engine.begin() as conn:
+        conn.execute(insert(SESSIONS), sessions)
+        conn.execute(insert(FILES), files)
+        conn.execute(insert(LOGINS), logins)
+
+
+def _settings(providers: FakeProviders, tmp_path: Path, url: str) -> Any:
+    return make_settings(
+        providers.base_url,
+        tmp_path,
+        db_url=url,
+        use_database_cache=True,
+        disable_disk_cache=True,
+        dshield_rate_limit=f"{DSHIELD_RATE}/second",
+        enrichment_max_wait_seconds=30.0,
+    )
+
+
+def _status(envelope: Any) -> str:
+    return str(decode_json(envelope)["status"])
+
+
+def _assert_every_row_done(url: str) -> None:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            sessions = conn.execute(select(SESSIONS.c.src_ip, SESSIONS.c.enrichment)).all()
+            files = conn.execute(select(FILES.c.shasum, FILES.c.vt_analysis)).all()
+            passwords = conn.execute(select(PASSWORDS.c.hibp)).all()
+            unfinished = conn.scalar(
+                select(func.count()).where(CLAIMS.c.finished_at.is_(None), CLAIMS.c.run_id != "")
+            )
+    finally:
+        engine.dispose()
+    assert len(sessions) == 72
+    for ip, enrichment in sessions:
+        assert _status(enrichment["dshield"]) == ("success" if dshield_hit(ip) else "not_found")
+        assert _status(enrichment["spur"]) == ("success" if spur_hit(ip) else "not_found")
+        assert _status(enrichment["virustotal"]) == "success"
+        assert _status(enrichment["urlhaus"]) in ("success", "not_found")
+    assert len(files) == 16
+    for shasum, vt in files:
+        assert _status(vt) == ("success" if vt_file_hit(shasum) else "not_found")
+    assert len(passwords) == len(PASSWORDS_USED)
+    assert all(_status(row.hibp) == "not_found" for row in passwords)
+    assert unfinished == 0
+
+
+def _max_in_window(times: list[float], window: float) -> int:
+    """The most requests that arrived within any ``window`` seconds."""
+    most, start = 0, 0
+    for end, moment in enumerate(times):
+        while moment - times[start] >= window:
+            start += 1
+        most = max(most, end - start + 1)
+    return most
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_eight_workers_enrich_each_row_once_ask_each_key_once_and_share_the_rate(
+    url: str, providers: TimedProviders, tmp_path: Path
+) -> None:
+    settings = _settings(providers, tmp_path, url)
+    options = RefreshOptions(batch_size=4)
+
+    result = refresh_with_workers(settings, options, WORKERS, lease=timedelta(seconds=30))
+
+    assert result.died == []
+    assert result.exit_code == 0
+    summary = result.as_dict()
+    # Each row was written by exactly one worker.
+    assert summary["rows"]["sessions"]["enriched"] == 72
+    assert summary["rows"]["files"]["enriched"] == 16
+    assert summary["rows"]["passwords"]["enriched"] == len(PASSWORDS_USED)
+    assert summary["lost_claims"] == 0
+    _assert_every_row_done(url)
+
+    # Each key was asked once, however many workers met it at the same time.
+    counts = providers.per_key()
+    assert set(counts.values()) == {1}
+    by_service = Counter(service for service, _ in counts)
+    assert by_service == {
+        "dshield": 24,
+        "spur": 24,
+        "urlhaus": 24,
+        "virustotal": 24 + 8,
+        "hibp": len({hashlib.sha1(p.encode()).hexdigest()[:5] for p in PASSWORDS_USED}),
+    }
+    assert summary["api_calls"] == sum(by_service.values())
+
+    # DShield's 5/second held for all workers together: never 6 within a second (the
+    # 20 ms margin covers the hop from the limiter to the server).
+    dshield = providers.times("/api/ip/")
+    assert len(dshield) == 24
+    assert _max_in_window(dshield, 1.0 - 0.02) <= DSHIELD_RATE
+    # ...and it was the limit that paced them: 24 requests need more than 4 seconds.
+    assert dshield[-1] - dshield[0] > (24 / DSHIELD_RATE) - 1 - 0.1
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_a_killed_worker_s_rows_are_taken_over_after_its_lease(
+    url: str, providers: TimedProviders, tmp_path: Path
+) -> None:
+    settings = _settings(
+        providers,
+        tmp_path,
+        url,
+    )
+    providers.delay = 0.05
+    options = RefreshOptions(batch_size=4)
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        outcome["result"] = refresh_with_workers(settings, options, 3, lease=timedelta(seconds=2))
+
+    runner = threading.Thread(target=run)
+    runner.start()
+    victim = _kill_a_claim_holder(url)
+    runner.join(timeout=120)
+    assert not runner.is_alive()
+
+    result = outcome["result"]
+    assert len(result.died) == 1
+    assert result.exit_code == 1
+    _assert_every_row_done(url)
+    counts = providers.per_key()
+    # The victim may have asked for keys it never stored; nobody asked more than that.
+    assert max(counts.values()) <= 2
+    assert victim > 0
+
+
+def _kill_a_claim_holder(url: str) -> int:
+    """SIGKILL a worker while it holds live claims; return its pid."""
+    engine = create_engine(url)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with engine.connect() as conn:
+                holder = conn.scalar(
+                    select(CLAIMS.c.claimed_by).where(
+                        CLAIMS.c.finished_at.is_(None), CLAIMS.c.claimed_by != ""
+                    )
+                )
+            if holder:
+                pid = int(holder.split(":")[1])
+                os.kill(pid, signal.SIGKILL)
+                return pid
+            time.sleep(0.01)
+    finally:
+        engine.dispose()
+    raise AssertionError("no worker ever held a claim")
