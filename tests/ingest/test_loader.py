@@ -294,3 +294,11 @@ def test_events_with_bad_fields_are_kept_and_counted(engine: Engine, tmp_path: P
     row = session(engine, "p1")
     assert (row.src_ip, row.src_ip_valid) == ("not-an-ip", False)
     assert count(engine, RawEvent, RawEvent.event_time.is_(None)) == 2
+
+
+def test_gzip_inside_gzip_is_opened(engine: Engine, tmp_path: Path) -> None:
+    text = lines(session_events("g1") + session_events("g2", 10)).encode()
+    twice = write(tmp_path / "logs" / "cowrie.json.1.gz.1.gz", gzip.compress(gzip.compress(text)))
+    summary = load(engine, twice.parent)
+    assert (summary["files"], summary["events_loaded"], summary["dead_letters"]) == (1, 10, 0)
+    assert session(engine, "g2").event_count == 5

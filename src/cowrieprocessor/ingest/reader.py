@@ -18,6 +18,7 @@ import bz2
 import glob
 import hashlib
 import io
+import itertools
 import logging
 import os
 import re
@@ -393,7 +394,7 @@ def _looks_like_json(src: SourceFile) -> bool:
     blank = b" \t\r\n\xef\xbb\xbf"  # whitespace and a UTF-8 byte order mark
     decoded = b""
     with open(src.path, "rb", buffering=0) as handle:
-        for chunk in _decoded_chunks(handle.read, src.compression, str(src.path)):
+        for chunk in _content_chunks(handle.read, src.compression, str(src.path)):
             if isinstance(chunk, _Stop):
                 break
             decoded = (decoded + chunk[:HEAD_BYTES]).lstrip(blank)
@@ -424,6 +425,54 @@ def _read_up_to(read: Callable[[int], bytes], size: int) -> bytes:
         parts.append(part)
         remaining -= len(part)
     return b"".join(parts)
+
+
+# How many archive layers are opened: rotation that compresses a compressed log again
+# gives names like cowrie.json.1.gz.1.gz, with two gzip layers.
+_MAX_LAYERS = 3
+
+
+def _content_chunks(
+    read: Callable[[int], bytes], compression: Compression, name: str, from_start: bool = True
+) -> Iterator[bytes | _Stop]:
+    """The file's content: :func:`_decoded_chunks`, with archives inside archives opened
+    too (up to _MAX_LAYERS), so offsets and lines are those of the innermost text."""
+    chunks = _decoded_chunks(read, compression, name, from_start)
+    for _ in range(_MAX_LAYERS - 1):
+        if compression == "none":
+            break
+        first = next(chunks, None)
+        if first is None:
+            return
+        if isinstance(first, _Stop):
+            yield first
+            return
+        inner = _detect_compression(first[:4], "")
+        chunks = itertools.chain([first], chunks)
+        if inner == "none":
+            break
+        compression = inner
+        chunks = _decoded_chunks(_ChunkReader(chunks).read, inner, name, from_start)
+    yield from chunks
+
+
+class _ChunkReader:
+    """A ``read(n)`` over decoded chunks, to decode an archive inside an archive. A
+    problem of the outer layer ends the stream here (the inner layer then reports it
+    as truncated)."""
+
+    def __init__(self, chunks: Iterator[bytes | _Stop]) -> None:
+        self._chunks = chunks
+        self._buffer = b""
+
+    def read(self, size: int) -> bytes:
+        while len(self._buffer) < size:
+            chunk = next(self._chunks, None)
+            if chunk is None or isinstance(chunk, _Stop):
+                break
+            self._buffer += chunk
+        data, self._buffer = self._buffer[:size], self._buffer[size:]
+        return data
 
 
 def _decoded_chunks(
@@ -595,7 +644,7 @@ def read_lines(
         yield _logged(ReadProblem(start_line + 1, start_offset, "unreadable", detail))
         return
     try:
-        chunks = _decoded_chunks(handle.read, src.compression, name, start_offset == 0)
+        chunks = _content_chunks(handle.read, src.compression, name, start_offset == 0)
         if start_offset:
             if src.compression == "none":
                 chunks = _seek_plain(handle, chunks, start_offset, name)
