@@ -23,9 +23,23 @@ from cowrieprocessor.db.engine import create_engine
 PG_ADMIN_URL = os.environ.get(
     "COWRIEPROC_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+# The project's shared material (real Cowrie logs, API samples) lies beside the checkout;
+# COWRIEPROC_SHARED_DIR points elsewhere.
+SHARED = Path(
+    os.environ.get("COWRIEPROC_SHARED_DIR") or Path(__file__).resolve().parents[2] / "shared"
+)
 SHARED_LOGS = SHARED / "data" / "cowrie-logs"
 API_SAMPLES = SHARED / "data" / "api-samples"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Stop at once, with the fix, when the shared test data is missing."""
+    if not SHARED_LOGS.is_dir() or not API_SAMPLES.is_dir():
+        raise pytest.UsageError(
+            f"the shared test data is not at {SHARED} (expected data/cowrie-logs and "
+            "data/api-samples there): clone beside the project's shared/ folder or set "
+            "COWRIEPROC_SHARED_DIR"
+        )
 
 
 def _pg_conninfo(url: str) -> str:
