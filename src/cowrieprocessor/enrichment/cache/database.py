@@ -23,15 +23,15 @@ NOTHING`` with a short ``expires_at`` and status ``pending``) marks a call in fl
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
 from sqlalchemy import (
-    Connection,
     Engine,
     Integer,
     String,
@@ -50,7 +50,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.sql.elements import ColumnElement
 
 from cowrieprocessor.db.engine import is_postgres
@@ -162,6 +162,14 @@ class EnrichmentDatabaseCache(Cache):
         self._select_many = select(payload_text(engine)).where(
             TABLE.c.service == bindparam("service"), in_batch, fresh
         )
+        # SQLite reads run below SQLAlchemy (see _select): compile them once.
+        self._readers = threading.local()
+        self._reader_connections: list[Any] = []
+        self._compiled: dict[int, tuple[str, list[str]]] = {}
+        if not self.postgres:
+            for statement in (self._select_one, self._select_many):
+                compiled = statement.compile(dialect=engine.dialect)
+                self._compiled[id(statement)] = (str(compiled), list(compiled.positiontup or []))
         self._insert = insert_statement(engine)
         excluded = self._insert.excluded
         self._upsert = self._insert.on_conflict_do_update(
@@ -192,11 +200,8 @@ class EnrichmentDatabaseCache(Cache):
 
     def _get(self, service: str, key: str, now: datetime) -> CacheEntry | None:
         digest = key_hash(key)
-        with self.engine.connect() as conn:
-            raw = conn.execute(
-                self._select_one, {"service": service, "hash": digest, "now": now}
-            ).scalar()
-        entry = self._decode(raw, service, key) if raw is not None else None
+        raws = self._select(self._select_one, {"service": service, "hash": digest, "now": now})
+        entry = self._decode(raws[0], service, key) if raws else None
         if entry is not None:
             self._count_hits([(service, digest)], now)
         return entry
@@ -206,22 +211,52 @@ class EnrichmentDatabaseCache(Cache):
         if not wanted:
             return {}
         hashes = self._hash_list(list(wanted))
-        with self.engine.connect() as conn:
-            raws = conn.execute(
-                self._select_many, {"service": service, "hashes": hashes, "now": now}
-            ).scalars()
-            found: dict[str, CacheEntry] = {}
-            digests: list[tuple[str, str]] = []
-            for raw in raws:
-                entry = self._decode(raw, service, None)
-                if entry is None:
-                    continue
-                digest = key_hash(entry.key)
-                if digest in wanted:
-                    found[entry.key] = entry
-                    digests.append((service, digest))
+        raws = self._select(self._select_many, {"service": service, "hashes": hashes, "now": now})
+        found: dict[str, CacheEntry] = {}
+        digests: list[tuple[str, str]] = []
+        for raw in raws:
+            entry = self._decode(raw, service, None)
+            if entry is None:
+                continue
+            digest = key_hash(entry.key)
+            if digest in wanted:
+                found[entry.key] = entry
+                digests.append((service, digest))
         self._count_hits(digests, now)
         return found
+
+    def _select(self, statement: Any, params: dict[str, Any]) -> list[str]:
+        """Run a read and return its first column.
+
+        On SQLite the statement runs on a per-thread connection in autocommit mode: one
+        SELECT is its own snapshot under WAL, and no ``BEGIN IMMEDIATE`` (which the engine
+        issues for every transaction) takes the write lock, so readers in many processes
+        never queue behind each other or behind writers.
+        """
+        if self.postgres:
+            with self.engine.connect() as conn:
+                return list(conn.execute(statement, params).scalars())
+        raw = getattr(self._readers, "connection", None)
+        if raw is None:
+            raw = self.engine.raw_connection()
+            self._readers.connection = raw
+            with self._lock:
+                self._reader_connections.append(raw)
+        compiled = self._compiled[id(statement)]
+        values = [
+            _sqlite_time(params[name]) if name == "now" else params[name] for name in compiled[1]
+        ]
+        cursor = raw.cursor()
+        try:
+            cursor.execute(compiled[0], values)
+            return [row[0] for row in cursor.fetchall()]
+        except sqlite3.Error as exc:
+            # Raised as SQLAlchemy's error so callers (the hybrid cache) see one kind;
+            # the connection is given up in case the failure was the connection's.
+            self._readers.connection = None
+            raise OperationalError(compiled[0], values, exc) from exc
+        finally:
+            cursor.close()
 
     def _decode(self, raw: str, service: str, key: str | None) -> CacheEntry | None:
         try:
@@ -403,22 +438,25 @@ class EnrichmentDatabaseCache(Cache):
             }
 
     def close(self) -> None:
-        """Flush the buffered hit counts; the engine stays open."""
+        """Flush the buffered hit counts and return the read connections; the engine stays
+        open."""
         self.flush_hits()
+        with self._lock:
+            connections, self._reader_connections = self._reader_connections, []
+        for connection in connections:
+            connection.close()
+        self._readers = threading.local()
 
 
-def insert_entries(conn: Connection, statement: Any, rows: list[dict[str, Any]]) -> int:
-    """Insert ``rows`` with ``statement`` (``ON CONFLICT DO NOTHING RETURNING id``); return
-    how many were new."""
-    if not rows:
-        return 0
-    return len(conn.execute(statement, rows).all())
+def _sqlite_time(value: datetime) -> str:
+    # The text SQLAlchemy's SQLite DateTime stores (naive UTC with microseconds), so the
+    # comparison with expires_at is the same as through the ORM.
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
 __all__ = [
     "TABLE",
     "EnrichmentDatabaseCache",
-    "insert_entries",
     "insert_statement",
     "payload_text",
 ]
