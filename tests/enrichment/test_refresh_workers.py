@@ -12,16 +12,18 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from pytest_httpserver import HTTPServer
 from sqlalchemy import Engine, func, insert, select
+from typer.testing import CliRunner
 from werkzeug import Request, Response
 
+from cowrieprocessor.cli.enrich import app
 from cowrieprocessor.db import schema
 from cowrieprocessor.db.engine import create_engine
 from cowrieprocessor.db.models import (
@@ -44,6 +46,7 @@ from tests.enrichment.servers import (
     vt_file_hit,
 )
 from tests.enrichment.test_refresh import T0
+from tests.enrichment.test_refresh_cli import _environment, _key_flags
 
 SESSIONS = table_of(SessionSummary)
 FILES = table_of(File)
@@ -85,12 +88,12 @@ def providers(httpserver: HTTPServer) -> TimedProviders:
 
 
 @pytest.fixture
-def url(db_url: str) -> Iterator[str]:
+def url(db_url: str) -> str:
     engine = create_engine(db_url)
     schema.upgrade(engine)
     _seed(engine)
     engine.dispose()
-    yield db_url
+    return db_url
 
 
 def _seed(engine: Engine) -> None:
@@ -287,3 +290,55 @@ def _kill_a_claim_holder(url: str) -> int:
     finally:
         engine.dispose()
     raise AssertionError("no worker ever held a claim")
+
+
+def test_the_command_runs_workers_and_prints_the_merged_summary(
+    sqlite_url: str,
+    providers: TimedProviders,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    engine = create_engine(sqlite_url)
+    schema.upgrade(engine)
+    _seed(engine)
+    engine.dispose()
+    for name, value in _environment(providers).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("COWRIEPROC_USE_DATABASE_CACHE", "true")
+    monkeypatch.delenv("COWRIEPROC_CONFIG", raising=False)
+    status_dir = tmp_path / "status"
+    args = ["refresh", "--db", sqlite_url, "--cache-dir", str(tmp_path / "c"), "--json"]
+    args += ["--workers", "3", "--batch-size", "8", "--status-dir", str(status_dir)]
+
+    result = CliRunner().invoke(app, [*args, *_key_flags()])
+
+    assert result.exit_code == 0, result.output
+    summary = orjson.loads(result.stdout)
+    assert summary["workers"] == 3
+    assert summary["died"] == []
+    assert summary["state"] == "finished"
+    assert {kind: rows["enriched"] for kind, rows in summary["rows"].items()} == {
+        "files": 16,
+        "sessions": 72,
+        "passwords": len(PASSWORDS_USED),
+    }
+    assert set(providers.per_key().values()) == {1}
+    assert summary["api_calls"] == providers.requests()
+    on_disk = orjson.loads((status_dir / "enrichment_refresh.json").read_bytes())
+    assert on_disk["state"] == "finished"
+    assert on_disk["rows"] == summary["rows"]
+    _assert_every_row_done(sqlite_url)
+
+
+def test_workers_refuse_an_in_memory_database(
+    providers: TimedProviders, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in _environment(providers).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("COWRIEPROC_CONFIG", raising=False)
+    args = ["refresh", "--db", "sqlite://", "--workers", "2", "--json", *_key_flags()]
+
+    result = CliRunner().invoke(app, args)
+
+    assert result.exit_code == 2
+    assert "in-memory" in result.output

@@ -1,14 +1,16 @@
 """`cowrie-enrich refresh`: the enrichment backfill (see docs/refresh.md).
 
 Exit codes: 0 done (some lookups may have failed), 1 a service failed for every lookup it
-attempted, 2 bad usage or the database could not be opened, 130 interrupted (Ctrl-C;
-everything committed so far stays, and a rerun goes on from there).
+attempted (or, with ``--workers``, a worker died; its rows were taken over), 2 bad usage
+or the database could not be opened, 130 interrupted (Ctrl-C; everything committed so far
+stays, and a rerun goes on from there).
 """
 
 from __future__ import annotations
 
+import logging
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -28,11 +30,15 @@ from cowrieprocessor.cli.common import (
     settings_or_exit,
     setup_logging,
 )
+from cowrieprocessor.config import Settings
 from cowrieprocessor.db import schema
 from cowrieprocessor.db.engine import create_engine, redact_url
+from cowrieprocessor.enrichment.claims import DEFAULT_LEASE
 from cowrieprocessor.enrichment.refresh import RefreshOptions, RefreshResult, refresh
 from cowrieprocessor.enrichment.settings import SERVICE_NAMES
+from cowrieprocessor.enrichment.shared_limits import sqlite_limit_file
 from cowrieprocessor.enrichment.targets import IdFilter, Mode
+from cowrieprocessor.enrichment.workers import PoolResult, refresh_with_workers
 
 EXIT_INTERRUPTED = 130
 
@@ -96,6 +102,33 @@ def refresh_command(
     batch_size: Annotated[
         int, typer.Option("--batch-size", min=1, help="Rows per committed transaction.")
     ] = 200,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            min=1,
+            help="Worker processes sharing the rows, the cache and the rate limits "
+            "(1: one process, as before).",
+        ),
+    ] = 1,
+    run_id: Annotated[
+        str | None,
+        typer.Option(
+            "--run-id",
+            help="Join the run of this name: hosts giving the same name split one run's "
+            "rows between their workers (default: a new run).",
+            show_default=False,
+        ),
+    ] = None,
+    lease_seconds: Annotated[
+        float,
+        typer.Option(
+            "--lease-seconds",
+            min=1.0,
+            help="How long a worker's claim on rows lasts without renewal; a dead "
+            "worker's rows are taken over after it.",
+        ),
+    ] = DEFAULT_LEASE.total_seconds(),
     db: DbOption = None,
     cache_dir: Annotated[
         Path | None,
@@ -168,6 +201,11 @@ def refresh_command(
     except Exception as error:  # connection refused, bad URL, permissions
         fail(f"cannot open {redact_url(settings.db_url)}: {error}", EXIT_USAGE, as_json=json)
 
+    if workers > 1 or run_id is not None:
+        engine.dispose()
+        _run_workers(settings, options, workers, run_id, lease_seconds, json, verbose)
+        return
+
     show_progress = sys.stderr.isatty() and not json
     bar = Progress(
         TextColumn("{task.description}"),
@@ -202,6 +240,53 @@ def refresh_command(
         raise typer.Exit(result.exit_code)
 
 
+def _run_workers(
+    settings: Settings,
+    options: RefreshOptions,
+    workers: int,
+    run_id: str | None,
+    lease_seconds: float,
+    json: bool,
+    verbose: bool,
+) -> None:
+    """``--workers N`` / ``--run-id``: worker processes, then the merged summary."""
+    try:
+        if settings.db_url.startswith("sqlite"):
+            sqlite_limit_file(settings.db_url)  # refuses an in-memory database up front
+        result = refresh_with_workers(
+            settings,
+            options,
+            workers,
+            run_id=run_id,
+            lease=timedelta(seconds=lease_seconds),
+            log_level=logging.DEBUG if verbose else logging.WARNING,
+        )
+    except ValueError as error:
+        fail(str(error), EXIT_USAGE, as_json=json)
+    except KeyboardInterrupt:
+        console.print("interrupted; committed rows are kept, run again to go on", markup=False)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+
+    if json:
+        emit_json(result.as_dict() | {"db": redact_url(settings.db_url)})
+    else:
+        _print_summary(result)
+        data = result.as_dict()
+        console.print(
+            f"run {data['run_id']}: {data['workers']} workers, "
+            f"{data['cache']['shared']} answers shared between them",
+            markup=False,
+        )
+    if result.died:
+        died = ", ".join(str(i) for i in result.died)
+        console.print(f"error: worker(s) {died} died; their rows were taken over", markup=False)
+    if result.failed_services:
+        failed = ", ".join(result.failed_services)
+        console.print(f"error: every lookup failed for: {failed}", markup=False)
+    if result.exit_code:
+        raise typer.Exit(result.exit_code)
+
+
 def _services(text: str | None) -> tuple[str, ...]:
     if text is None:
         return SERVICE_NAMES
@@ -221,7 +306,7 @@ def _since(text: str | None) -> datetime | None:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
-def _print_summary(result: RefreshResult) -> None:
+def _print_summary(result: RefreshResult | PoolResult) -> None:
     data = result.as_dict()
     rows = Table(title="cowrie-enrich refresh", title_justify="left")
     for column in ("rows", "total", "scanned", "enriched"):
@@ -248,5 +333,5 @@ def _print_summary(result: RefreshResult) -> None:
         )
     for service, message in data["last_errors"].items():
         console.print(f"last error of {service}: {message}", markup=False)
-    if data["status_file"]:
+    if data.get("status_file"):
         console.print(f"status file: {data['status_file']}", markup=False)
