@@ -210,8 +210,18 @@ class SingleFlight:
         return self._shared(None, service, digest, flight, started)
 
     def _clear(self, service: str, digest: str) -> None:
+        """End our pending flight without an answer of our own: the row goes unless it
+        keeps a failure note."""
         f = FLIGHTS.c
         with self.engine.begin() as conn:
+            conn.execute(
+                delete(FLIGHTS).where(
+                    f.service == service,
+                    f.key_hash == digest,
+                    f.owner == self.owner,
+                    f.failed_at.is_(None),
+                )
+            )
             conn.execute(
                 update(FLIGHTS)
                 .where(f.service == service, f.key_hash == digest, f.owner == self.owner)
