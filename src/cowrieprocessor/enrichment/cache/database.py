@@ -31,6 +31,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
+import psycopg
 from sqlalchemy import (
     Engine,
     Integer,
@@ -166,10 +167,9 @@ class EnrichmentDatabaseCache(Cache):
         self._readers = threading.local()
         self._reader_connections: list[Any] = []
         self._compiled: dict[int, tuple[str, list[str]]] = {}
-        if not self.postgres:
-            for statement in (self._select_one, self._select_many):
-                compiled = statement.compile(dialect=engine.dialect)
-                self._compiled[id(statement)] = (str(compiled), list(compiled.positiontup or []))
+        for statement in (self._select_one, self._select_many):
+            compiled = statement.compile(dialect=engine.dialect)
+            self._compiled[id(statement)] = (str(compiled), list(compiled.positiontup or []))
         self._insert = insert_statement(engine)
         excluded = self._insert.excluded
         self._upsert = self._insert.on_conflict_do_update(
@@ -228,14 +228,15 @@ class EnrichmentDatabaseCache(Cache):
     def _select(self, statement: Any, params: dict[str, Any]) -> list[str]:
         """Run a read and return its first column.
 
-        On SQLite the statement runs on a per-thread connection in autocommit mode: one
-        SELECT is its own snapshot under WAL, and no ``BEGIN IMMEDIATE`` (which the engine
-        issues for every transaction) takes the write lock, so readers in many processes
-        never queue behind each other or behind writers.
+        Reads run on a per-thread connection in autocommit mode, below SQLAlchemy. On
+        SQLite one SELECT is its own snapshot under WAL, and no ``BEGIN IMMEDIATE`` (which
+        the engine issues for every transaction) takes the write lock, so readers in many
+        processes never queue behind each other or behind writers. On PostgreSQL a read
+        is one round trip, without the pool's checkout ping. Each thread that reads holds
+        one extra connection until :meth:`close`.
         """
         if self.postgres:
-            with self.engine.connect() as conn:
-                return list(conn.execute(statement, params).scalars())
+            return self._select_postgres(statement, params)
         raw = getattr(self._readers, "connection", None)
         if raw is None:
             raw = self.engine.raw_connection()
@@ -257,6 +258,28 @@ class EnrichmentDatabaseCache(Cache):
             raise OperationalError(compiled[0], values, exc) from exc
         finally:
             cursor.close()
+
+    def _select_postgres(self, statement: Any, params: dict[str, Any]) -> list[str]:
+        """A read on this thread's own autocommit connection: one round trip, no pool
+        checkout or ping. A broken connection is dropped and the error raised; the next
+        read opens a new one."""
+        connection = getattr(self._readers, "connection", None)
+        if connection is None:
+            url = self.engine.url.set(drivername="postgresql")
+            connection = psycopg.connect(
+                url.render_as_string(hide_password=False), autocommit=True
+            )
+            self._readers.connection = connection
+            with self._lock:
+                self._reader_connections.append(connection)
+        sql = self._compiled[id(statement)][0]
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(sql, params)
+                return [row[0] for row in cursor.fetchall()]
+        except psycopg.Error as exc:
+            self._readers.connection = None
+            raise OperationalError(sql, params, exc) from exc
 
     def _decode(self, raw: str, service: str, key: str | None) -> CacheEntry | None:
         try:
