@@ -228,11 +228,13 @@ def test_eight_workers_enrich_each_row_once_ask_each_key_once_and_share_the_rate
     }
     assert summary["api_calls"] == sum(by_service.values())
 
-    # DShield's 5/second held for all workers together: never 6 within a second (the
-    # 20 ms margin covers the hop from the limiter to the server).
+    # DShield's 5/second held for all workers together: never 6 within a second. The
+    # 0.1 s margin covers the hop from a worker's limiter to the server's clock, which
+    # on a loaded machine was seen to take up to 35 ms; eight separate limits would
+    # put up to 40 requests in that window.
     dshield = providers.times("/api/ip/")
     assert len(dshield) == 24
-    assert _max_in_window(dshield, 1.0 - 0.02) <= DSHIELD_RATE
+    assert _max_in_window(dshield, 1.0 - 0.1) <= DSHIELD_RATE
     # ...and it was the limit that paced them: 24 requests need more than 4 seconds.
     assert dshield[-1] - dshield[0] > (24 / DSHIELD_RATE) - 1 - 0.1
 

@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from filelock import FileLock, Timeout
-from pyrate_limiter import AbstractBucket, PostgresBucket, Rate, SQLiteBucket
+from pyrate_limiter import AbstractBucket, PostgresBucket, Rate, RateItem, SQLiteBucket
 from sqlalchemy.engine import URL, make_url
 
 from cowrieprocessor.db.engine import SQLITE_BUSY_TIMEOUT_MS, normalise_url
@@ -104,6 +105,22 @@ class _ProcessLock:
         self.release()
 
 
+class _SharedSQLiteBucket(SQLiteBucket):
+    """pyrate-limiter's SQLite bucket, stamping each item once it holds the file lock.
+
+    The limiter stamps an item before it waits for the lock; a process that waited
+    behind others would record its request as older than it is, and the window would
+    let the next one through early. Stamped under the lock, items are in the order they
+    were let through, at the time they were.
+    """
+
+    def put(self, item: RateItem) -> bool:
+        with self.lock:
+            # The bucket's own clock (wall time in ms), shared by the processes of a host.
+            item.timestamp = time.time_ns() // 1_000_000
+            return bool(super().put(item))
+
+
 def _sqlite_factory(path: Path) -> BucketFactory:
     lock = _ProcessLock(str(path) + ".lock")
 
@@ -125,7 +142,7 @@ def _sqlite_factory(path: Path) -> BucketFactory:
             )
         # The file lock makes each count-then-insert atomic across processes; the bucket
         # takes it around every put and leak.
-        return SQLiteBucket(list(rates), conn, name, lock=lock)
+        return _SharedSQLiteBucket(list(rates), conn, name, lock=lock)
 
     return build
 
