@@ -186,6 +186,10 @@ def worker_main(spec: WorkerSpec, results: Queue[tuple[int, dict[str, Any]]]) ->
         summary = result.as_dict()
         summary["lost_claims"] = claims.lost
         results.put((spec.index, summary))
+    except KeyboardInterrupt:
+        # Ctrl-C reaches every worker; each has written its status file as interrupted
+        # and committed its pages, and the parent reports the run.
+        logger.info("refresh worker %d interrupted", spec.index)
     finally:
         limiters.close()
         engine.dispose()
