@@ -1,8 +1,10 @@
 """The enrichment cache: one interface, several backends.
 
 Use :class:`Cache` in type hints; pick a backend when wiring things up:
-:class:`MemoryCache` (per-process LRU) and :class:`EnrichmentCacheManager` (the disk
-layout operators have today). Database and hybrid backends implement the same interface.
+:class:`MemoryCache` (per-process LRU), :class:`EnrichmentCacheManager` (the disk layout
+operators have today), :class:`EnrichmentDatabaseCache` (the ``enrichment_cache`` table)
+and :class:`HybridCacheManager` (tiers in front of each other); or let
+``factory.build_cache`` choose from the settings.
 """
 
 from cowrieprocessor.enrichment.cache.base import (
@@ -16,7 +18,9 @@ from cowrieprocessor.enrichment.cache.base import (
     entry_from_record,
     entry_to_record,
 )
+from cowrieprocessor.enrichment.cache.database import EnrichmentDatabaseCache
 from cowrieprocessor.enrichment.cache.disk import DiskItem, EnrichmentCacheManager
+from cowrieprocessor.enrichment.cache.hybrid import HybridCacheManager
 from cowrieprocessor.enrichment.cache.memory import MemoryCache
 from cowrieprocessor.enrichment.cache.ttl import (
     DEFAULT_TTLS,
@@ -35,6 +39,8 @@ __all__ = [
     "Clock",
     "DiskItem",
     "EnrichmentCacheManager",
+    "EnrichmentDatabaseCache",
+    "HybridCacheManager",
     "ManualClock",
     "MemoryCache",
     "ServiceCacheStats",
