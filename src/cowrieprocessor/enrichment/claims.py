@@ -33,6 +33,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -252,3 +253,85 @@ class RowClaims:
         with self.engine.begin() as conn:
             removed = conn.execute(delete(CLAIMS).where(old).returning(c.row_key)).all()
         return len(removed)
+
+
+class PageClaims:
+    """The refresh job's side of claims: claim a page, keep the leases, settle it, and
+    take over a run's abandoned rows at the end of a walk.
+
+    One page is held at a time; its leases are renewed (at most every third of a lease)
+    as the job reports progress.
+    """
+
+    def __init__(self, claims: RowClaims) -> None:
+        self.claims = claims
+        self._held: tuple[str, set[str]] | None = None
+        self._renewed = 0.0
+
+    def claim(
+        self,
+        kind: str,
+        page: list[Any],
+        key_of: Callable[[Any], str],
+        needs: Callable[[Any], bool],
+        fresh: Callable[[set[str]], list[Any]],
+    ) -> tuple[list[Any], set[str]]:
+        """Claim the rows of ``page`` that need work; return them as they are now, and
+        the keys claimed."""
+        claimed = self.claims.claim(kind, [key_of(row) for row in page if needs(row)])
+        if not claimed:
+            return [], claimed
+        self._held, self._renewed = (kind, claimed), time.monotonic()
+        # Read again after claiming: another run may have written a row since the page
+        # was read, and a row it finished needs no second lookup.
+        return fresh(claimed), claimed
+
+    def renew_if_due(self) -> None:
+        """Renew the held page's leases when a third of the lease has passed."""
+        if self._held is None:
+            return
+        if time.monotonic() - self._renewed < self.claims.lease.total_seconds() / 3:
+            return
+        kind, keys = self._held
+        self.claims.renew(kind, keys)
+        self._renewed = time.monotonic()
+
+    def settle(self, kind: str, claimed: set[str], written: set[str], idle: set[str]) -> None:
+        """After a page: finish the claims of rows that needed nothing (``idle``) and give
+        back those neither written nor idle (a row limit was reached, the row is gone)."""
+        self._held = None
+        if not claimed:
+            return
+        if idle:
+            self.claims.release(kind, idle)
+        left = claimed - written - idle
+        if left:
+            self.claims.give_back(kind, left)
+
+    def sweep(
+        self,
+        kind: str,
+        rows_of: Callable[[list[str]], list[Any]],
+        do_page: Callable[[list[Any], bool], bool],
+    ) -> None:
+        """Take over rows of this run whose leases ended; wait while others hold live ones.
+
+        ``do_page(rows, True)`` works a page of taken-over rows and returns True when the
+        job's row limit is reached (the sweep then stops).
+        """
+        while True:
+            expired, live_until = self.claims.unfinished(kind)
+            if expired:
+                logger.info(
+                    "%s: taking over %d %s after their lease",
+                    self.claims.worker,
+                    len(expired),
+                    kind,
+                )
+                if do_page(rows_of(expired), True):
+                    return
+                continue
+            if live_until is None:
+                return
+            remaining = (live_until - self.claims.now()).total_seconds()
+            time.sleep(min(max(remaining, 0.05), 1.0))

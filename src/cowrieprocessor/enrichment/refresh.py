@@ -29,7 +29,6 @@ every session written and for the sessions of every file written.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -44,7 +43,7 @@ from cowrieprocessor.db.engine import is_postgres
 from cowrieprocessor.db.textrule import decode_text
 from cowrieprocessor.enrichment.cache import Cache
 from cowrieprocessor.enrichment.cache.factory import build_cache, ttl_policy
-from cowrieprocessor.enrichment.claims import RowClaims
+from cowrieprocessor.enrichment.claims import PageClaims, RowClaims
 from cowrieprocessor.enrichment.flags import (
     breach_fields,
     dshield_flag,
@@ -233,11 +232,9 @@ class _Job:
         self.status = status
         self.progress = progress
         self.now = now
-        self.claims = claims
+        self.pages = PageClaims(claims) if claims is not None else None
         self.policy = ttl_policy(settings)
         self.pg = is_postgres(engine)
-        self._held: tuple[str, set[str]] | None = None
-        self._renewed = 0.0
 
     def run(self) -> None:
         self._files()
@@ -264,79 +261,12 @@ class _Job:
             total = sum(r.total for r in self.counters.rows.values())
             self.progress(kind, sum(r.scanned for r in self.counters.rows.values()), total)
         self.status.maybe_write()
-        self._renew()
-
-    # Claims (one worker among many) ---------------------------------------------------
-
-    def _claim(
-        self,
-        kind: str,
-        page: list[Any],
-        key_of: Callable[[Any], str],
-        needs: Callable[[Any], bool],
-        fresh: Callable[[set[str]], list[Any]],
-    ) -> tuple[list[Any], set[str]]:
-        """Claim the rows of ``page`` that need work; return them as they are now."""
-        assert self.claims is not None
-        claimed = self.claims.claim(kind, [key_of(row) for row in page if needs(row)])
-        if not claimed:
-            return [], claimed
-        self._held, self._renewed = (kind, claimed), time.monotonic()
-        # Read again after claiming: another run may have written a row since the page
-        # was read, and a row it finished needs no second lookup.
-        return fresh(claimed), claimed
-
-    def _renew(self) -> None:
-        if self.claims is None or self._held is None:
-            return
-        if time.monotonic() - self._renewed < self.claims.lease.total_seconds() / 3:
-            return
-        kind, keys = self._held
-        self.claims.renew(kind, keys)
-        self._renewed = time.monotonic()
-
-    def _settle(self, kind: str, claimed: set[str], written: set[str], idle: set[str]) -> None:
-        """After a page: finish claims of rows that needed nothing; give back the rest."""
-        self._held = None
-        if self.claims is None or not claimed:
-            return
-        if idle:
-            self.claims.release(kind, idle)
-        left = claimed - written - idle
-        if left:
-            self.claims.give_back(kind, left)
+        if self.pages is not None:
+            self.pages.renew_if_due()
 
     def _finish(self, conn: Any, kind: str, keys: set[str]) -> set[str] | None:
         """Inside a write: the keys still ours (None: no claims, every key is ours)."""
-        if self.claims is None:
-            return None
-        return self.claims.finish(conn, kind, keys)
-
-    def _sweep(
-        self,
-        kind: str,
-        rows_of: Callable[[list[str]], list[Any]],
-        do_page: Callable[[list[Any], bool], bool],
-    ) -> None:
-        """Take over rows of this run whose leases ended; wait for the live ones."""
-        if self.claims is None:
-            return
-        while True:
-            expired, live_until = self.claims.unfinished(kind)
-            if expired:
-                logger.info(
-                    "%s: taking over %d %s after their lease",
-                    self.claims.worker,
-                    len(expired),
-                    kind,
-                )
-                if do_page(rows_of(expired), True):
-                    return
-                continue
-            if live_until is None:
-                return
-            remaining = (live_until - self.claims.now()).total_seconds()
-            time.sleep(min(max(remaining, 0.05), 1.0))
+        return self.pages.claims.finish(conn, kind, keys) if self.pages is not None else None
 
     # Files ----------------------------------------------------------------------------
 
@@ -348,7 +278,9 @@ class _Job:
         for page in file_pages(self.engine, opts.since, opts.ids, opts.batch_size):
             if self._files_page(page, services, sweep=False):
                 return
-        self._sweep(
+        if self.pages is None:
+            return
+        self.pages.sweep(
             "files",
             lambda keys: file_rows(self.engine, [int(k) for k in keys]),
             lambda rows, sweep: self._files_page(rows, services, sweep=sweep),
@@ -358,8 +290,8 @@ class _Job:
         """Look up and write one page; True when the row limit is reached."""
         opts = self.options
         claimed: set[str] = set()
-        if self.claims is not None:
-            page, claimed = self._claim(
+        if self.pages is not None:
+            page, claimed = self.pages.claim(
                 "files",
                 page,
                 lambda row: str(row.id),
@@ -382,7 +314,8 @@ class _Job:
                 idle.add(str(row.id))
             self._tick("files")
         written = self._write_files(pending) if pending else set()
-        self._settle("files", claimed, written, idle)
+        if self.pages is not None:
+            self.pages.settle("files", claimed, written, idle)
         return not self._room("files", opts.files)
 
     def _write_files(self, pending: list[tuple[Any, dict[str, Outcome]]]) -> set[str]:
@@ -429,7 +362,9 @@ class _Job:
         for page in session_pages(self.engine, opts.since, opts.ids, opts.batch_size):
             if self._sessions_page(page, services, sweep=False):
                 return
-        self._sweep(
+        if self.pages is None:
+            return
+        self.pages.sweep(
             "sessions",
             lambda keys: session_rows(self.engine, [int(k) for k in keys]),
             lambda rows, sweep: self._sessions_page(rows, services, sweep=sweep),
@@ -439,8 +374,8 @@ class _Job:
         """Look up and write one page; True when the row limit is reached."""
         opts = self.options
         claimed: set[str] = set()
-        if self.claims is not None:
-            page, claimed = self._claim(
+        if self.pages is not None:
+            page, claimed = self.pages.claim(
                 "sessions",
                 page,
                 lambda row: str(row.id),
@@ -464,7 +399,8 @@ class _Job:
                 idle.add(str(row.id))
             self._tick("sessions")
         written = self._write_sessions(pending) if pending else set()
-        self._settle("sessions", claimed, written, idle)
+        if self.pages is not None:
+            self.pages.settle("sessions", claimed, written, idle)
         return not self._room("sessions", opts.sessions)
 
     def _write_sessions(self, pending: list[tuple[Any, dict[str, Outcome]]]) -> set[str]:
@@ -514,7 +450,9 @@ class _Job:
         for page in password_pages(self.engine, opts.since, opts.ids, opts.batch_size):
             if self._passwords_page(page, sweep=False):
                 return
-        self._sweep(
+        if self.pages is None:
+            return
+        self.pages.sweep(
             "passwords",
             lambda keys: password_rows(self.engine, keys),
             lambda rows, sweep: self._passwords_page(rows, sweep=sweep),
@@ -524,8 +462,8 @@ class _Job:
         """Look up and write one page; True when the row limit is reached."""
         opts = self.options
         claimed: set[str] = set()
-        if self.claims is not None:
-            page, claimed = self._claim(
+        if self.pages is not None:
+            page, claimed = self.pages.claim(
                 "passwords",
                 page,
                 lambda row: str(row.password_sha256),
@@ -545,7 +483,8 @@ class _Job:
                 idle.add(str(row.password_sha256))
             self._tick("passwords")
         written = self._write_passwords(pending) if pending else set()
-        self._settle("passwords", claimed, written, idle)
+        if self.pages is not None:
+            self.pages.settle("passwords", claimed, written, idle)
         return not self._room("passwords", opts.passwords)
 
     def _write_passwords(self, pending: list[tuple[Any, Outcome]]) -> set[str]:
