@@ -19,6 +19,12 @@ hold definitive outcomes are not selected again. A new outcome that is not defin
 (an error, a skip) never replaces a stored definitive one: old data beats no data, and
 the row stays eligible for the next ``--stale`` run.
 
+Many workers (:mod:`cowrieprocessor.enrichment.workers`): given :class:`RowClaims`, the
+job enriches only the rows it claims (re-read after claiming), marks each claim finished
+in the transaction that writes its row, writes nothing whose claim was taken over, and
+at the end of each kind takes over the rows of its run whose leases ended. Given a
+:class:`SingleFlight`, cache misses are shared between workers.
+
 Flags always follow the JSON: ``dshield_flagged`` is True for a DShield success, False
 for not found and None otherwise; ``vt_flagged`` is True when any file of the session
 with a hash is malicious per VirusTotal, None while any such file lacks a definitive
