@@ -12,14 +12,18 @@ import signal
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import orjson
+import psycopg
 import pytest
 from pytest_httpserver import HTTPServer
 from sqlalchemy import Engine, func, insert, select
+from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 from werkzeug import Request, Response
 
@@ -36,7 +40,8 @@ from cowrieprocessor.db.models import (
 )
 from cowrieprocessor.db.textrule import decode_json, encode_text
 from cowrieprocessor.enrichment.refresh import RefreshOptions
-from cowrieprocessor.enrichment.workers import refresh_with_workers
+from cowrieprocessor.enrichment.workers import CONNECTIONS_PER_WORKER, refresh_with_workers
+from tests.conftest import PG_ADMIN_URL, _pg_conninfo
 from tests.enrichment.servers import (
     KEYS,
     FakeProviders,
@@ -185,6 +190,34 @@ def _assert_every_row_done(url: str) -> None:
     assert unfinished == 0
 
 
+@contextmanager
+def _peak_connections(url: str) -> Iterator[list[int]]:
+    """On PostgreSQL, the most connections to the test database seen while inside."""
+    peak = [0]
+    if not url.startswith("postgresql"):
+        yield peak
+        return
+    name = make_url(url).database
+    stop = threading.Event()
+
+    def watch() -> None:
+        with psycopg.connect(_pg_conninfo(PG_ADMIN_URL), autocommit=True) as conn:
+            while not stop.is_set():
+                row = conn.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (name,)
+                ).fetchone()
+                peak[0] = max(peak[0], int(row[0]) if row else 0)
+                stop.wait(0.05)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        yield peak
+    finally:
+        stop.set()
+        watcher.join()
+
+
 def _max_in_window(times: list[float], window: float) -> int:
     """The most requests that arrived within any ``window`` seconds."""
     most, start = 0, 0
@@ -203,7 +236,12 @@ def test_eight_workers_enrich_each_row_once_ask_each_key_once_and_share_the_rate
     settings = _settings(providers, tmp_path, url)
     options = RefreshOptions(batch_size=4)
 
-    result = refresh_with_workers(settings, options, WORKERS, lease=timedelta(seconds=30))
+    with _peak_connections(url) as peak:
+        result = refresh_with_workers(settings, options, WORKERS, lease=timedelta(seconds=30))
+
+    if url.startswith("postgresql"):
+        # The documented budget: CONNECTIONS_PER_WORKER per worker, all pools together.
+        assert 0 < peak[0] <= WORKERS * CONNECTIONS_PER_WORKER
 
     assert result.died == []
     assert result.exit_code == 0

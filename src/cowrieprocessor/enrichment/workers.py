@@ -17,7 +17,8 @@ enrichment_refresh.json`` every second and at the end.
 
 Connections: each worker holds at most ``pool_size + max_overflow`` connections of its
 engine plus, on PostgreSQL, :data:`~.shared_limits.PG_POOL_MAX` for the rate-limit
-buckets (see docs/refresh.md for sizing against ``max_connections``).
+buckets and the database cache's read connection: :data:`CONNECTIONS_PER_WORKER` (see
+docs/refresh.md for sizing against ``max_connections``).
 """
 
 from __future__ import annotations
@@ -48,8 +49,12 @@ logger = logging.getLogger(__name__)
 #: single-flight lock held while the cache is written on another.
 WORKER_POOL_SIZE = 2
 WORKER_MAX_OVERFLOW = 1
+#: The database cache's own read connection (one per reading thread; a worker has one).
+CACHE_READ_CONNECTIONS = 1
 #: Connections one worker may open on PostgreSQL, all pools together.
-CONNECTIONS_PER_WORKER = WORKER_POOL_SIZE + WORKER_MAX_OVERFLOW + PG_POOL_MAX
+CONNECTIONS_PER_WORKER = (
+    WORKER_POOL_SIZE + WORKER_MAX_OVERFLOW + PG_POOL_MAX + CACHE_READ_CONNECTIONS
+)
 
 _COUNTED = ("memo_hits", "cache_hits", "cache_misses", "attempted", "failed", "api_calls")
 
