@@ -594,3 +594,20 @@ def test_server_text_with_nul_is_stored_faithfully(
     stored = sessions(engine)["hit"].enrichment["dshield"]
     assert "\\u0000" not in orjson.dumps(stored).decode()  # PostgreSQL's jsonb refuses NUL
     assert envelope(stored)["data"]["asname"] == "EVIL\x00AS\ue000"
+
+
+def test_status_and_summary_show_hits_per_cache_tier(
+    engine: Engine, providers: FakeProviders, tmp_path: Path, limiters: LimiterRegistry
+) -> None:
+    seed_small(engine)
+    settings = make_settings(providers.base_url, tmp_path, use_database_cache=True)
+    first = refresh(engine, settings, limiters=limiters).as_dict()
+    tiers = first["cache"]["tiers"]
+    assert set(tiers) == {"memory", "database", "disk", "copied_to_database"}
+    # Nothing was cached before: every tier missed the two public addresses for DShield.
+    assert tiers["database"]["dshield"] == {"hits": 0, "misses": 2}
+    settings = make_settings(providers.base_url, tmp_path, use_database_cache=True)
+    second = refresh(engine, settings, RefreshOptions(mode=Mode.ALL), limiters=limiters)
+    assert second.as_dict()["cache"]["tiers"]["database"]["dshield"] == {"hits": 2, "misses": 0}
+    status = orjson.loads((tmp_path / "status" / STATUS_FILE_NAME).read_bytes())
+    assert status["cache"]["tiers"]["database"]["dshield"]["hits"] == 2

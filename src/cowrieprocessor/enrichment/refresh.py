@@ -132,7 +132,7 @@ class RefreshResult:
 
     def as_dict(self) -> dict[str, Any]:
         """The ``--json`` summary: the status document plus the verdict."""
-        summary = self.counters.snapshot(self.service.stats)
+        summary = _with_tiers(self.counters.snapshot(self.service.stats), self.service)
         summary["ok"] = not self.failed_services
         summary["failed_services"] = list(self.failed_services)
         summary["status_file"] = str(self.status_path) if self.status_path else None
@@ -186,7 +186,7 @@ def refresh(
 
     def snapshot() -> dict[str, Any]:
         service.refresh_api_calls()
-        return counters.snapshot(service.stats)
+        return _with_tiers(counters.snapshot(service.stats), service)
 
     status = StatusFile(status_path, snapshot)
     job = _Job(engine, settings, options, service, counters, status, progress, now, claims)
@@ -544,6 +544,15 @@ class _Job:
         # SQLite's BEGIN IMMEDIATE already holds the write lock; PostgreSQL needs the rows
         # locked so a concurrent refresh cannot merge into the same JSON at once.
         return query.with_for_update() if self.pg else query
+
+
+def _with_tiers(document: dict[str, Any], service: EnrichmentService) -> dict[str, Any]:
+    """Add the hybrid cache's hits and misses per tier and service (cache source
+    tracking) to a status document, when the cache has tiers."""
+    tier_counts = getattr(service.cache, "tier_counts", None)
+    if callable(tier_counts):
+        document["cache"]["tiers"] = tier_counts()
+    return document
 
 
 def _file_stored(row: Any) -> dict[str, Any]:
