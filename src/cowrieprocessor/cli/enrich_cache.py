@@ -30,12 +30,11 @@ from cowrieprocessor.cli.common import (
     console,
     emit_json,
     fail,
+    open_database,
     settings_or_exit,
     setup_logging,
 )
 from cowrieprocessor.config import Settings
-from cowrieprocessor.db import schema
-from cowrieprocessor.db.engine import create_engine, redact_url
 from cowrieprocessor.enrichment import migrate
 from cowrieprocessor.enrichment.cache.base import AGE_BUCKETS, Cache, CacheStats
 from cowrieprocessor.enrichment.cache.database import EnrichmentDatabaseCache
@@ -68,16 +67,12 @@ def register(app: typer.Typer) -> None:
 
 
 def _engine(settings: Settings, as_json: bool) -> Engine:
-    engine = create_engine(
-        settings.db_url, pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow
+    return open_database(
+        settings.db_url,
+        as_json=as_json,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
     )
-    try:
-        schema.ensure_current(engine)
-    except schema.SchemaVersionError as error:
-        fail(str(error), EXIT_USAGE, as_json=as_json)
-    except SQLAlchemyError as error:
-        fail(f"cannot open {redact_url(settings.db_url)}: {error}", EXIT_USAGE, as_json=as_json)
-    return engine
 
 
 # -- migrate-cache ----------------------------------------------------------------------

@@ -27,11 +27,11 @@ from cowrieprocessor.cli.common import (
     console,
     emit_json,
     fail,
+    open_database,
     settings_or_exit,
     setup_logging,
 )
-from cowrieprocessor.db import schema
-from cowrieprocessor.db.engine import create_engine, redact_url
+from cowrieprocessor.db.engine import redact_url
 from cowrieprocessor.db.textrule import decode_text
 from cowrieprocessor.diagnostics import (
     DiagnoseOptions,
@@ -144,12 +144,9 @@ def diagnose(
         fail(str(error), EXIT_USAGE, as_json=json)
 
     settings = settings_or_exit(config, db_url=db)
-    engine = create_engine(settings.db_url, pool_size=1, max_overflow=0)
+    engine = open_database(settings.db_url, as_json=json, pool_size=1, max_overflow=0)
     try:
-        schema.ensure_current(engine)
         report = run_diagnostics(engine, options)
-    except schema.SchemaVersionError as error:
-        fail(str(error), EXIT_USAGE, as_json=json)
     except Exception as error:  # connection refused, permissions, a damaged database
         fail(
             f"diagnosis failed on {redact_url(settings.db_url)}: {error}", EXIT_USAGE, as_json=json
