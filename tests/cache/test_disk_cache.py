@@ -438,6 +438,8 @@ def test_package_exports() -> None:
             "Clock",
             "DiskItem",
             "EnrichmentCacheManager",
+            "EnrichmentDatabaseCache",
+            "HybridCacheManager",
             "ManualClock",
             "MemoryCache",
             "ServiceCacheStats",
