@@ -66,8 +66,8 @@ def create_engine(url: str, *, pool_size: int = 5, max_overflow: int = 5) -> Eng
     """Create an engine for ``url``.
 
     For SQLite the parent directory of the file is created if missing. For PostgreSQL the
-    pool holds at most ``pool_size + max_overflow`` connections per process; see the
-    README for sizing many workers against one server.
+    pool holds at most ``pool_size + max_overflow`` connections per process; see
+    docs/refresh.md for sizing many workers against one server.
     """
     url = normalise_url(url)
     parsed = make_url(url)
