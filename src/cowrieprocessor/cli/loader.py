@@ -112,7 +112,8 @@ def _progress(enabled: bool) -> Progress:
 
 def _print_summary(summary: IngestSummary, db: str) -> None:
     data = summary.as_dict()
-    table = Table(title=f"cowrie-loader → {db}", show_header=False, title_justify="left")
+    console.print(f"cowrie-loader → {db}", markup=False, soft_wrap=True)
+    table = Table(show_header=False)
     for label, key in (
         ("files", "files"),
         ("files unchanged since last run", "files_unchanged"),
