@@ -30,8 +30,10 @@ from cowrieprocessor.ingest.reader import (
     read_lines,
     sort_key,
 )
+from tests import conftest
 
-SHARED_LOGS = Path(__file__).resolve().parents[3] / "shared" / "data" / "cowrie-logs"
+# Resolved: discover() reports resolved paths, and the shared folder may be a link.
+SHARED_LOGS = conftest.SHARED_LOGS.resolve()
 
 # Forty lines of varying length, a blank line among them, the last one terminated.
 LINES = [
@@ -683,7 +685,6 @@ SHARED_LINE_COUNTS = {
 }
 
 
-@pytest.mark.skipif(not SHARED_LOGS.is_dir(), reason="shared logs not present")
 def test_shared_logs_line_counts_match_sources_md() -> None:
     files, messages = discover([str(SHARED_LOGS)])
 
@@ -720,7 +721,6 @@ def test_shared_logs_line_counts_match_sources_md() -> None:
     }
 
 
-@pytest.mark.skipif(not SHARED_LOGS.is_dir(), reason="shared logs not present")
 def test_shared_live_file_ends_in_a_cut_off_event() -> None:
     src = describe_file(SHARED_LOGS / "scriptzteam-realtime-ssh-honeypot-v1.5" / "cowrie.json")
 
