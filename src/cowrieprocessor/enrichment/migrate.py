@@ -22,6 +22,7 @@ phase their entries are in the database already, since the hybrid cache writes b
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import time
 import uuid
@@ -165,7 +166,13 @@ def _chunk_results(
     if workers <= 1:
         yield from (read(chunk) for chunk in chunks)
         return
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    # Readers come from a forkserver, not a fork of this process: a forked reader would
+    # inherit this process's database socket, and after a SIGKILL of this process it
+    # would keep that connection, and its open transaction's row locks, alive, so a
+    # resumed migration would wait on them for ever. forkserver children inherit no
+    # sockets, and they exit when this process dies.
+    context = multiprocessing.get_context("forkserver")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         pending: deque[Future[ChunkResult]] = deque()
         for chunk in chunks:
             pending.append(pool.submit(read, chunk))
