@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import threading
 import time
 import uuid
 from collections import deque
@@ -172,7 +173,12 @@ def _chunk_results(
     # resumed migration would wait on them for ever. forkserver children inherit no
     # sockets, and they exit when this process dies.
     context = multiprocessing.get_context("forkserver")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+    with ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=context,
+        initializer=_exit_with_parent,
+        initargs=(os.getpid(),),
+    ) as pool:
         pending: deque[Future[ChunkResult]] = deque()
         for chunk in chunks:
             pending.append(pool.submit(read, chunk))
@@ -516,3 +522,18 @@ def mark_rolled_back(status_dir: Path, migration_id: str, removed: int, when: da
         return
     status.update(state="rolled_back", rolled_back_rows=removed, updated_at=format_time(when))
     write_status(status_dir, status)
+
+
+def _exit_with_parent(parent: int) -> None:
+    """In a reader process: end it once the migrating process is gone (killed with
+    SIGKILL, it cannot tell its readers), instead of waiting for work for ever."""
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            try:
+                os.kill(parent, 0)
+            except ProcessLookupError:
+                os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
