@@ -31,7 +31,6 @@ from sqlalchemy.orm import Session
 from cowrieprocessor.db.models import DeadLetterEvent, IngestedFile, SessionSummary
 from cowrieprocessor.db.textrule import encode_text
 from cowrieprocessor.ingest.events import EventError, parse_line
-from cowrieprocessor.ingest.pipeline import run_ahead
 from cowrieprocessor.ingest.reader import (
     Line,
     ReadProblem,
@@ -214,11 +213,10 @@ class _FileRun:
         self.pending_lines = _pending_truncated_lines(loader.engine, self.path)
 
     def read(self, summary: IngestSummary) -> None:
-        """Read, parse and write the file: batches are read and parsed in a background
-        thread while the database writes the one before (see :mod:`.pipeline`)."""
+        """Read, parse and write the file, one checkpointed batch at a time."""
         # Offsets count decompressed bytes: only a plain file's size is a total.
         total = self.source.size if self.source.compression == "none" else 0
-        for batch in run_ahead(self._batches(summary)):
+        for batch in self._batches(summary):
             self._write(batch)
             if self.loader.progress is not None:
                 self.loader.progress(batch.checkpoint.offset, total, self.path)
