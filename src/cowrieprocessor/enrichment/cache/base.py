@@ -21,37 +21,37 @@ suite in ``tests/cache/``):
 - Entries returned are values: changing their ``data`` does not change the cache.
 
 The *record* (:func:`entry_to_record`) is the JSON form of an entry, versioned by
-``"format"``. The disk backend writes it as the file, and the migration into the database
-reads it back exactly::
-
-    {"format": 1, "service": "dshield", "key": "1.2.3.4",
-     "stored_at": "2026-12-03T17:00:00Z", "expires_at": "2026-12-10T17:00:00Z",
-     "latency_ms": 85, "outcome": {...the outcome envelope...}}
+``"format"``; it lives in :mod:`.record` and is re-exported here.
 """
 
 from __future__ import annotations
 
-import json
-import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any
 
-import orjson
-
+from cowrieprocessor.enrichment.cache.record import (
+    RECORD_FORMAT,
+    CacheEntry,
+    check_service,
+    decode_record,
+    encode_record,
+    entry_from_record,
+    entry_to_record,
+    format_time,
+    parse_time,
+)
 from cowrieprocessor.enrichment.cache.ttl import (
     Clock,
     TTLPolicy,
-    is_expired,
     require_aware,
     system_clock,
 )
 from cowrieprocessor.enrichment.outcome import Outcome, Status
 
-RECORD_FORMAT = 1
 DEFAULT_CLEANUP_BATCH = 1000
 
 #: Age buckets of :class:`ServiceCacheStats`, by time since ``stored_at``: under one day,
@@ -63,30 +63,6 @@ _BUCKET_LIMITS = (
     (timedelta(days=30), "7-30d"),
 )
 
-_SERVICE_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
-# A run of digits long enough to be an integer orjson cannot hold exactly (2**63 has 19).
-_LONG_NUMBER = re.compile(rb"[0-9]{19}")
-_ORJSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
-
-
-def check_service(service: str) -> str:
-    """Return ``service``; raise ValueError unless it is a valid service name."""
-    if not isinstance(service, str) or _SERVICE_NAME.fullmatch(service) is None:
-        raise ValueError(f"service name {service!r} must match {_SERVICE_NAME.pattern}")
-    return service
-
-
-def format_time(value: datetime) -> str:
-    """ISO 8601 in UTC with a ``Z``; microseconds are kept when present."""
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-def parse_time(value: Any, name: str) -> datetime:
-    """Invert :func:`format_time`. Raises ValueError for anything but an aware timestamp."""
-    if not isinstance(value, str):
-        raise ValueError(f"{name} must be a timestamp string, got {type(value).__name__}")
-    return require_aware(datetime.fromisoformat(value), name)
-
 
 def age_bucket(age: timedelta) -> str:
     """The :data:`AGE_BUCKETS` name for an entry this old (a future entry counts as new)."""
@@ -94,20 +70,6 @@ def age_bucket(age: timedelta) -> str:
         if age < limit:
             return name
     return AGE_BUCKETS[-1]
-
-
-@dataclass(frozen=True)
-class CacheEntry:
-    """One cached outcome. ``service`` and ``key`` always equal the outcome's."""
-
-    service: str
-    key: str
-    outcome: Outcome
-    stored_at: datetime
-    expires_at: datetime
-
-    def is_expired(self, now: datetime) -> bool:
-        return is_expired(self.expires_at, now)
 
 
 @dataclass
@@ -186,105 +148,6 @@ class CacheStats:
             "services": {name: s.to_dict() for name, s in sorted(self.services.items())},
             "total": self.total.to_dict(),
         }
-
-
-# -- the record: an entry as JSON -------------------------------------------------------
-
-
-def entry_to_record(entry: CacheEntry) -> dict[str, Any]:
-    """The JSON record of ``entry`` (see the module docstring)."""
-    return {
-        "format": RECORD_FORMAT,
-        "service": entry.service,
-        "key": entry.key,
-        "stored_at": format_time(entry.stored_at),
-        "expires_at": format_time(entry.expires_at),
-        "latency_ms": entry.outcome.latency_ms,
-        "outcome": entry.outcome.to_envelope(),
-    }
-
-
-def _optional(envelope: dict[str, Any], name: str, kind: type) -> None:
-    value = envelope.get(name)
-    if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
-        raise ValueError(f"outcome.{name} must be {kind.__name__} or null, got {value!r:.60}")
-
-
-def entry_from_record(record: Any) -> CacheEntry:
-    """Rebuild an entry from its record, checking every field.
-
-    Raises:
-        ValueError: the record has an unknown format, a missing or mistyped field, a
-            service or key that differs from its outcome's, or a non-definitive outcome.
-    """
-    if not isinstance(record, dict):
-        raise ValueError(f"a cache record must be a JSON object, got {type(record).__name__}")
-    if record.get("format") != RECORD_FORMAT:
-        raise ValueError(f"unknown cache record format {record.get('format')!r}")
-    service, key, envelope = record.get("service"), record.get("key"), record.get("outcome")
-    if not isinstance(service, str) or not isinstance(key, str):
-        raise ValueError("a cache record needs string 'service' and 'key'")
-    check_service(service)
-    if not isinstance(envelope, dict):
-        raise ValueError("a cache record needs an 'outcome' object")
-    latency = record.get("latency_ms")
-    if latency is not None and (type(latency) is not int):
-        raise ValueError(f"latency_ms must be an integer or null, got {latency!r:.60}")
-    _optional(envelope, "data", dict)
-    _optional(envelope, "reason", str)
-    _optional(envelope, "message", str)
-    _optional(envelope, "http_status", int)
-    if envelope.get("service") != service or envelope.get("key") != key:
-        raise ValueError("the outcome's service and key differ from the record's")
-    try:
-        outcome = Outcome.from_envelope(envelope)
-    except (KeyError, TypeError) as exc:
-        raise ValueError(f"bad outcome envelope: {exc!r}") from exc
-    if not outcome.definitive:
-        raise ValueError(f"a cache record cannot hold a {outcome.status} outcome")
-    if latency is not None:
-        outcome = replace(outcome, latency_ms=latency)
-    return CacheEntry(
-        service=service,
-        key=key,
-        outcome=outcome,
-        stored_at=parse_time(record.get("stored_at"), "stored_at"),
-        expires_at=parse_time(record.get("expires_at"), "expires_at"),
-    )
-
-
-def encode_record(record: dict[str, Any]) -> bytes:
-    """The record as compact UTF-8 JSON.
-
-    orjson is used because it is fast, but it refuses lone surrogates (and integers beyond
-    64 bits); those records are written by the standard library with ``ensure_ascii``, so
-    every code point becomes a ``\\uXXXX`` escape and the text survives exactly. Either way
-    the result is standard JSON that any reader (``jq``, ``json.loads``) decodes to the
-    original strings, NUL included; no private escaping is involved. Floats must be
-    finite: JSON has no NaN or infinity (orjson would write null).
-
-    Raises:
-        TypeError: the record holds a value that is not JSON (a datetime, a set, ...).
-    """
-    try:
-        return orjson.dumps(record, option=_ORJSON_OPTIONS)
-    except TypeError:
-        return json.dumps(record, ensure_ascii=True, separators=(",", ":")).encode("ascii")
-
-
-def decode_record(raw: bytes) -> Any:
-    """Parse JSON written by :func:`encode_record`. Raises ValueError when it is not JSON."""
-    if _LONG_NUMBER.search(raw) is not None:
-        # orjson turns integers beyond 64 bits into floats; the standard library keeps them.
-        return json.loads(raw)
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        # orjson rejects escaped lone surrogates, which encode_record may have written;
-        # only then is the slower parser worth trying.
-        if b"\\ud" not in raw.lower():
-            raise
-        return json.loads(raw)
 
 
 # -- the interface ----------------------------------------------------------------------
