@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 from sqlalchemy import Engine
+from sqlalchemy.engine import make_url
 
 from cowrieprocessor.config import Settings, load_settings
 from cowrieprocessor.db import schema
@@ -54,20 +55,67 @@ VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Log detail
 console = Console(stderr=True, highlight=False)
 
 
-def open_database(url: str, *, as_json: bool, pool_size: int = 5, max_overflow: int = 5) -> Engine:
-    """Open the database at ``url`` at the code's schema, or exit 2 saying why.
+def open_database(
+    url: str,
+    *,
+    as_json: bool,
+    pool_size: int = 5,
+    max_overflow: int = 5,
+    ensure_schema: bool = True,
+) -> Engine:
+    """Open the database at ``url`` at the code's schema, or exit 2 saying why in one line.
 
     An empty database gets the schema; a bad URL, an unreachable server or a schema
-    older or newer than the code ends the command with a message and exit code 2.
+    older or newer than the code ends the command with a message and exit code 2. With
+    ``ensure_schema`` false (the schema commands) the schema is left as it is and only
+    the connection is tried. The message never holds the URL's password.
     """
+    engine: Engine | None = None
     try:
         engine = create_engine(check_url(url), pool_size=pool_size, max_overflow=max_overflow)
-        schema.ensure_current(engine)
+        if ensure_schema:
+            schema.ensure_current(engine)
+        else:
+            with engine.connect():
+                pass
     except (ValueError, schema.SchemaVersionError) as error:
+        _dispose(engine)
         fail(str(error), EXIT_USAGE, as_json=as_json)
     except Exception as error:  # connection refused, missing driver, permissions
-        fail(f"cannot open {redact_url(url)}: {error}", EXIT_USAGE, as_json=as_json)
+        _dispose(engine)
+        logging.getLogger(__name__).debug("opening the database failed", exc_info=True)
+        fail(
+            f"cannot open {redact_url(url)}: {error_text(error, url)}",
+            EXIT_USAGE,
+            as_json=as_json,
+        )
     return engine
+
+
+def _dispose(engine: Engine | None) -> None:
+    if engine is not None:
+        engine.dispose()
+
+
+def error_text(error: BaseException, url: str | None = None) -> str:
+    """``error`` as one line for an operator: the driver's own message when SQLAlchemy
+    wraps one (without the statement and the link to SQLAlchemy's error pages), line
+    breaks folded, and the password of ``url`` replaced by ``***`` should it appear."""
+    # DBAPIError keeps the driver's exception in .orig; its str() adds SQL and a link.
+    original = getattr(error, "orig", None)
+    text = str(original if isinstance(original, BaseException) else error)
+    lines = [line for line in text.splitlines() if not line.lstrip().startswith("(Background")]
+    text = " ".join(" ".join(lines).split())
+    text = text or type(error).__name__
+    password = _password(url) if url else None
+    return text.replace(password, "***") if password else text
+
+
+def _password(url: str) -> str | None:
+    try:
+        return make_url(url).password
+    except Exception:  # not a URL at all: then it holds no password we could find
+        return None
 
 
 def settings_or_exit(config: Path | None, **overrides: Any) -> Settings:
@@ -106,5 +154,6 @@ def fail(message: str, code: int = EXIT_FAILED, *, as_json: bool = False) -> NoR
     """Report an error the same way everywhere and exit with ``code``."""
     if as_json:
         emit_json({"ok": False, "error": message})
-    console.print(Text.assemble(("error: ", "bold red"), message))
+    # One line however long: an operator's log or grep should get the whole message.
+    console.print(Text.assemble(("error: ", "bold red"), message), soft_wrap=True)
     raise typer.Exit(code)

@@ -11,17 +11,18 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from cowrieprocessor.cli.common import (
     EXIT_FAILED,
-    EXIT_USAGE,
     ConfigOption,
     DbOption,
     JsonOption,
     console,
     emit_json,
+    error_text,
     fail,
+    open_database,
     settings_or_exit,
 )
 from cowrieprocessor.db import schema
-from cowrieprocessor.db.engine import check_url, create_engine, redact_url
+from cowrieprocessor.db.engine import redact_url
 
 app = typer.Typer(
     help="Manage the cowrieprocessor database schema.",
@@ -30,23 +31,23 @@ app = typer.Typer(
 )
 
 
-def _engine(db: str | None, config: Path | None) -> tuple[str, Engine]:
+def _engine(db: str | None, config: Path | None, as_json: bool) -> tuple[str, Engine]:
+    """The URL and an engine that has connected once; the schema is left as it is."""
     settings = settings_or_exit(config, db_url=db)
-    try:
-        return settings.db_url, create_engine(check_url(settings.db_url))
-    except ValueError as error:
-        fail(str(error), EXIT_USAGE)
+    return settings.db_url, open_database(settings.db_url, as_json=as_json, ensure_schema=False)
 
 
 def _migrate(action: str, db: str | None, revision: str, json: bool, config: Path | None) -> None:
     """Run ``schema.upgrade`` or ``schema.downgrade`` and report from where to where."""
-    url, engine = _engine(db, config)
+    url, engine = _engine(db, config, json)
     try:
         before = schema.state(engine).current
         getattr(schema, action)(engine, revision)
         after = schema.state(engine).current
     except (SQLAlchemyError, schema.SchemaVersionError) as error:
-        fail(f"{action} of {redact_url(url)} failed: {error}", as_json=json)
+        fail(f"{action} of {redact_url(url)} failed: {error_text(error, url)}", as_json=json)
+    finally:
+        engine.dispose()
     if json:
         emit_json({"ok": True, "db": redact_url(url), "from": before, "to": after})
     else:
@@ -80,8 +81,13 @@ def downgrade(
 @app.command()
 def current(db: DbOption = None, json: JsonOption = False, config: ConfigOption = None) -> None:
     """Print the database's schema revision and the code's newest one."""
-    url, engine = _engine(db, config)
-    found = schema.state(engine)
+    url, engine = _engine(db, config, json)
+    try:
+        found = schema.state(engine)
+    except SQLAlchemyError as error:
+        fail(f"reading the schema of {redact_url(url)}: {error_text(error, url)}", as_json=json)
+    finally:
+        engine.dispose()
     if json:
         emit_json(
             {
@@ -98,8 +104,13 @@ def current(db: DbOption = None, json: JsonOption = False, config: ConfigOption 
 @app.command()
 def check(db: DbOption = None, json: JsonOption = False, config: ConfigOption = None) -> None:
     """Exit 0 when the schema is at the newest revision, 1 otherwise."""
-    url, engine = _engine(db, config)
-    found = schema.state(engine)
+    url, engine = _engine(db, config, json)
+    try:
+        found = schema.state(engine)
+    except SQLAlchemyError as error:
+        fail(f"reading the schema of {redact_url(url)}: {error_text(error, url)}", as_json=json)
+    finally:
+        engine.dispose()
     if json:
         emit_json(
             {

@@ -29,6 +29,7 @@ from cowrieprocessor.cli.common import (
     VerboseOption,
     console,
     emit_json,
+    error_text,
     fail,
     open_database,
     settings_or_exit,
@@ -134,7 +135,7 @@ def migrate_cache(
             assert from_disk is not None
             _migrate(engine, settings, from_disk, batch_size, workers, dry_run, json)
     except SQLAlchemyError as error:
-        fail(f"database error: {error}", as_json=json)
+        fail(f"database error: {error_text(error, settings.db_url)}", as_json=json)
     except ValueError as error:
         fail(str(error), EXIT_USAGE, as_json=json)
     finally:
@@ -324,7 +325,7 @@ def stats(
                 wide = console if console.is_terminal else Console(stderr=True, width=120)
                 wide.print(_stats_table(name, found, hits))
     except SQLAlchemyError as error:
-        fail(f"database error: {error}", as_json=json)
+        fail(f"database error: {error_text(error, settings.db_url)}", as_json=json)
     finally:
         if engine is not None:
             engine.dispose()
@@ -352,7 +353,7 @@ def cleanup(
         for name, cache in caches.items():
             removed[name] = cache.cleanup_expired(batch_size=batch_size)
     except SQLAlchemyError as error:
-        fail(f"database error: {error}", as_json=json)
+        fail(f"database error: {error_text(error, settings.db_url)}", as_json=json)
     finally:
         if engine is not None:
             engine.dispose()
@@ -392,7 +393,7 @@ def invalidate(
     except ValueError as error:
         fail(str(error), EXIT_USAGE, as_json=json)
     except SQLAlchemyError as error:
-        fail(f"database error: {error}", as_json=json)
+        fail(f"database error: {error_text(error, settings.db_url)}", as_json=json)
     finally:
         if engine is not None:
             engine.dispose()

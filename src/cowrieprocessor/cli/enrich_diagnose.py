@@ -26,6 +26,7 @@ from cowrieprocessor.cli.common import (
     VerboseOption,
     console,
     emit_json,
+    error_text,
     fail,
     open_database,
     settings_or_exit,
@@ -149,7 +150,10 @@ def diagnose(
         report = run_diagnostics(engine, options)
     except Exception as error:  # connection refused, permissions, a damaged database
         fail(
-            f"diagnosis failed on {redact_url(settings.db_url)}: {error}", EXIT_USAGE, as_json=json
+            f"diagnosis failed on {redact_url(settings.db_url)}: "
+            f"{error_text(error, settings.db_url)}",
+            EXIT_USAGE,
+            as_json=json,
         )
     finally:
         engine.dispose()

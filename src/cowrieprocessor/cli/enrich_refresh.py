@@ -27,12 +27,12 @@ from cowrieprocessor.cli.common import (
     console,
     emit_json,
     fail,
+    open_database,
     settings_or_exit,
     setup_logging,
 )
 from cowrieprocessor.config import Settings
-from cowrieprocessor.db import schema
-from cowrieprocessor.db.engine import create_engine, redact_url
+from cowrieprocessor.db.engine import redact_url
 from cowrieprocessor.enrichment.claims import DEFAULT_LEASE
 from cowrieprocessor.enrichment.refresh import RefreshOptions, RefreshResult, refresh
 from cowrieprocessor.enrichment.settings import SERVICE_NAMES
@@ -193,13 +193,9 @@ def refresh_command(
     except (OSError, ValueError) as error:
         fail(str(error), EXIT_USAGE, as_json=json)
 
-    engine = create_engine(settings.db_url, pool_size=1, max_overflow=1)
-    try:
-        schema.ensure_current(engine)
-    except schema.SchemaVersionError as error:
-        fail(str(error), EXIT_USAGE, as_json=json)
-    except Exception as error:  # connection refused, bad URL, permissions
-        fail(f"cannot open {redact_url(settings.db_url)}: {error}", EXIT_USAGE, as_json=json)
+    # Opened (and an empty database given the schema) before workers start, so a bad URL
+    # or a schema mismatch is reported once, in one line, by this process.
+    engine = open_database(settings.db_url, as_json=json, pool_size=1, max_overflow=1)
 
     if workers > 1 or run_id is not None:
         engine.dispose()
