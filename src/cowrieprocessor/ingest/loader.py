@@ -17,10 +17,12 @@ it again; once it loads, its dead letter is marked resolved.
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -147,8 +149,9 @@ class Loader:
         summary = IngestSummary()
         files, messages = discover(inputs)
         summary.warnings.extend(messages)
-        for source in files:
-            summary.files.append(self._ingest_file(source, summary))
+        with _rare_collections():
+            for source in files:
+                summary.files.append(self._ingest_file(source, summary))
         summary.sessions_touched = _sessions_updated_since(self.engine, run_started)
         summary.elapsed_seconds = time.perf_counter() - started
         return summary
@@ -329,6 +332,30 @@ class _Batch:
     resolved: list[tuple[str, int]]
     events_read: int
     checkpoint: Checkpoint
+
+
+#: Allocations between youngest-generation collections while loading (CPython's default
+#: is 700). See :func:`_rare_collections`.
+_GC_GEN0_THRESHOLD = 50_000
+
+
+@contextmanager
+def _rare_collections() -> Iterator[None]:
+    """Run the cyclic garbage collector rarely while a load is under way.
+
+    A batch keeps thousands of parsed events alive until it is written, and every one
+    allocates a dozen container objects; with the default thresholds the collector ran
+    every few events and rescanned the growing batch each time, which measured as a third
+    of the parse time (7.3 against 11.4 us per event). The events hold no reference
+    cycles, so collecting rarely frees the same memory. The thresholds are process-wide:
+    they are restored on exit, also on error.
+    """
+    saved = gc.get_threshold()
+    gc.set_threshold(_GC_GEN0_THRESHOLD, saved[1], saved[2])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*saved)
 
 
 def _sessions_updated_since(engine: Engine, since: datetime) -> int:
