@@ -11,18 +11,19 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import orjson
 import typer
 from rich.console import Console
 from rich.text import Text
-from sqlalchemy import Engine
-from sqlalchemy.engine import make_url
 
-from cowrieprocessor.config import Settings, load_settings
-from cowrieprocessor.db import schema
-from cowrieprocessor.db.engine import check_url, create_engine, redact_url
+# SQLAlchemy, pydantic-settings and the schema code are imported inside the functions
+# that use them: `--help` and a mistyped option then answer in a fraction of the time.
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from cowrieprocessor.config import Settings
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -51,6 +52,11 @@ ConfigOption = Annotated[
 ]
 VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Log details.")]
 
+#: The enrichment services, the same as ``cowrieprocessor.enrichment.settings.SERVICE_NAMES``
+#: (tests/cli/test_startup.py checks); named here so that building the commands' help
+#: does not import the enrichment package.
+SERVICE_NAMES = ("dshield", "virustotal", "urlhaus", "spur", "hibp")
+
 #: Human output goes to stderr so that stdout carries only the --json object.
 console = Console(stderr=True, highlight=False)
 
@@ -70,6 +76,9 @@ def open_database(
     ``ensure_schema`` false (the schema commands) the schema is left as it is and only
     the connection is tried. The message never holds the URL's password.
     """
+    from cowrieprocessor.db import schema
+    from cowrieprocessor.db.engine import check_url, create_engine, redact_url
+
     engine: Engine | None = None
     try:
         engine = create_engine(check_url(url), pool_size=pool_size, max_overflow=max_overflow)
@@ -112,6 +121,8 @@ def error_text(error: BaseException, url: str | None = None) -> str:
 
 
 def _password(url: str) -> str | None:
+    from sqlalchemy.engine import make_url
+
     try:
         return make_url(url).password
     except Exception:  # not a URL at all: then it holds no password we could find
@@ -119,6 +130,8 @@ def _password(url: str) -> str | None:
 
 
 def settings_or_exit(config: Path | None, **overrides: Any) -> Settings:
+    from cowrieprocessor.config import load_settings
+
     try:
         return load_settings(config, **overrides)
     except (FileNotFoundError, ValueError) as error:

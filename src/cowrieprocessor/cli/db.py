@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from sqlalchemy import Engine
-from sqlalchemy.exc import SQLAlchemyError
 
 from cowrieprocessor.cli.common import (
     EXIT_FAILED,
@@ -21,8 +19,12 @@ from cowrieprocessor.cli.common import (
     open_database,
     settings_or_exit,
 )
-from cowrieprocessor.db import schema
-from cowrieprocessor.db.engine import redact_url
+
+# SQLAlchemy and alembic are imported by the commands, so --help stays fast.
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from cowrieprocessor.db.schema import SchemaState
 
 app = typer.Typer(
     help="Manage the cowrieprocessor database schema.",
@@ -37,8 +39,29 @@ def _engine(db: str | None, config: Path | None, as_json: bool) -> tuple[str, En
     return settings.db_url, open_database(settings.db_url, as_json=as_json, ensure_schema=False)
 
 
+def _state(db: str | None, config: Path | None, as_json: bool) -> tuple[str, SchemaState]:
+    """The URL and the schema state of its database, or exit saying why it cannot be read."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from cowrieprocessor.db import schema
+    from cowrieprocessor.db.engine import redact_url
+
+    url, engine = _engine(db, config, as_json)
+    try:
+        return url, schema.state(engine)
+    except SQLAlchemyError as error:
+        fail(f"reading the schema of {redact_url(url)}: {error_text(error, url)}", as_json=as_json)
+    finally:
+        engine.dispose()
+
+
 def _migrate(action: str, db: str | None, revision: str, json: bool, config: Path | None) -> None:
     """Run ``schema.upgrade`` or ``schema.downgrade`` and report from where to where."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from cowrieprocessor.db import schema
+    from cowrieprocessor.db.engine import redact_url
+
     url, engine = _engine(db, config, json)
     try:
         before = schema.state(engine).current
@@ -81,13 +104,9 @@ def downgrade(
 @app.command()
 def current(db: DbOption = None, json: JsonOption = False, config: ConfigOption = None) -> None:
     """Print the database's schema revision and the code's newest one."""
-    url, engine = _engine(db, config, json)
-    try:
-        found = schema.state(engine)
-    except SQLAlchemyError as error:
-        fail(f"reading the schema of {redact_url(url)}: {error_text(error, url)}", as_json=json)
-    finally:
-        engine.dispose()
+    from cowrieprocessor.db.engine import redact_url
+
+    url, found = _state(db, config, json)
     if json:
         emit_json(
             {
@@ -104,13 +123,10 @@ def current(db: DbOption = None, json: JsonOption = False, config: ConfigOption 
 @app.command()
 def check(db: DbOption = None, json: JsonOption = False, config: ConfigOption = None) -> None:
     """Exit 0 when the schema is at the newest revision, 1 otherwise."""
-    url, engine = _engine(db, config, json)
-    try:
-        found = schema.state(engine)
-    except SQLAlchemyError as error:
-        fail(f"reading the schema of {redact_url(url)}: {error_text(error, url)}", as_json=json)
-    finally:
-        engine.dispose()
+    from cowrieprocessor.db import schema
+    from cowrieprocessor.db.engine import redact_url
+
+    url, found = _state(db, config, json)
     if json:
         emit_json(
             {

@@ -10,15 +10,10 @@ import os
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich import box
 from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
-from sqlalchemy import Engine
-from sqlalchemy.exc import SQLAlchemyError
 
 from cowrieprocessor.cli.common import (
     EXIT_FAILED,
@@ -35,13 +30,19 @@ from cowrieprocessor.cli.common import (
     settings_or_exit,
     setup_logging,
 )
-from cowrieprocessor.config import Settings
-from cowrieprocessor.enrichment import migrate
-from cowrieprocessor.enrichment.cache.base import AGE_BUCKETS, Cache, CacheStats
-from cowrieprocessor.enrichment.cache.database import EnrichmentDatabaseCache
-from cowrieprocessor.enrichment.cache.disk import EnrichmentCacheManager
-from cowrieprocessor.enrichment.cache.factory import ttl_policy
 from cowrieprocessor.safetext import printable
+
+# The cache backends and SQLAlchemy are imported by the commands, so
+# `cowrie-enrich --help` does not wait for them.
+if TYPE_CHECKING:
+    from rich.table import Table
+    from sqlalchemy import Engine
+
+    from cowrieprocessor.config import Settings
+    from cowrieprocessor.enrichment.cache.base import Cache, CacheStats
+
+#: ``cowrieprocessor.enrichment.migrate.DEFAULT_BATCH_SIZE`` (tests/cli check).
+MIGRATE_BATCH_SIZE = 1000
 
 cache_app = typer.Typer(
     help="Inspect and maintain the enrichment cache (database and disk).",
@@ -105,7 +106,7 @@ def migrate_cache(
         str | None,
         typer.Option("--migration-id", help="Default: the one in the status file."),
     ] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = migrate.DEFAULT_BATCH_SIZE,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = MIGRATE_BATCH_SIZE,
     workers: Annotated[
         int,
         typer.Option("--workers", min=1, help="Processes reading files (default: CPUs, max 4)."),
@@ -115,6 +116,10 @@ def migrate_cache(
     verbose: VerboseOption = False,
 ) -> None:
     """Move the disk cache into the database cache; validate it or roll it back."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from cowrieprocessor.enrichment import migrate
+
     setup_logging(verbose)
     settings = settings_or_exit(config, db_url=db)
     if rollback and (validate or dry_run):
@@ -151,6 +156,11 @@ def _migrate(
     dry_run: bool,
     as_json: bool,
 ) -> None:
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from cowrieprocessor.enrichment import migrate
+    from cowrieprocessor.enrichment.cache.factory import ttl_policy
+
     with Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
@@ -207,6 +217,9 @@ def _validate(
     sample: int | None,
     as_json: bool,
 ) -> None:
+    from cowrieprocessor.enrichment import migrate
+    from cowrieprocessor.enrichment.cache.factory import ttl_policy
+
     if sample is not None and migration_id is None:
         fail("--sample needs a migration id (status file or --migration-id)", EXIT_USAGE)
     report = migrate.validate_migration(
@@ -233,6 +246,8 @@ def _validate(
 
 
 def _rollback(engine: Engine, settings: Settings, migration_id: str | None, as_json: bool) -> None:
+    from cowrieprocessor.enrichment import migrate
+
     if migration_id is None:
         fail("no migration to roll back: no status file and no --migration-id", EXIT_USAGE)
     removed = migrate.rollback_migration(engine, migration_id)
@@ -249,6 +264,10 @@ def _rollback(engine: Engine, settings: Settings, migration_id: str | None, as_j
 def _tiers(
     settings: Settings, tier: Tier, as_json: bool
 ) -> tuple[dict[str, Cache], Engine | None]:
+    from cowrieprocessor.enrichment.cache.database import EnrichmentDatabaseCache
+    from cowrieprocessor.enrichment.cache.disk import EnrichmentCacheManager
+    from cowrieprocessor.enrichment.cache.factory import ttl_policy
+
     caches: dict[str, Cache] = {}
     engine = None
     policy = ttl_policy(settings)
@@ -264,6 +283,11 @@ def _tiers(
 
 
 def _stats_table(name: str, stats: CacheStats, hits: dict[str, dict[str, int]]) -> Table:
+    from rich import box
+    from rich.table import Table
+
+    from cowrieprocessor.enrichment.cache.base import AGE_BUCKETS
+
     # Narrow enough for 80 columns: the database shows hits, the disk unreadable files.
     last = "hits" if name == "database" else "corrupt"
     table = Table(
@@ -303,6 +327,10 @@ def stats(
     verbose: VerboseOption = False,
 ) -> None:
     """Per service: entries, by status, expired, age buckets, size, hits."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from cowrieprocessor.enrichment.cache.database import EnrichmentDatabaseCache
+
     setup_logging(verbose)
     settings = settings_or_exit(config, db_url=db)
     caches, engine = _tiers(settings, tier, json)
@@ -345,6 +373,8 @@ def cleanup(
     verbose: VerboseOption = False,
 ) -> None:
     """Remove expired entries in bounded batches (safe to schedule beside workers)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
     setup_logging(verbose)
     settings = settings_or_exit(config, db_url=db)
     caches, engine = _tiers(settings, tier, json)
@@ -382,6 +412,8 @@ def invalidate(
     verbose: VerboseOption = False,
 ) -> None:
     """Remove the entries of a service matching every filter given."""
+    from sqlalchemy.exc import SQLAlchemyError
+
     setup_logging(verbose)
     settings = settings_or_exit(config, db_url=db)
     caches, engine = _tiers(settings, tier, json)

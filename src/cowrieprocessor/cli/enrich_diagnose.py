@@ -9,17 +9,17 @@ from __future__ import annotations
 import json as jsonlib
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 from rich.text import Text
 
 from cowrieprocessor.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
+    SERVICE_NAMES,
     ConfigOption,
     DbOption,
     JsonOption,
@@ -32,19 +32,14 @@ from cowrieprocessor.cli.common import (
     settings_or_exit,
     setup_logging,
 )
-from cowrieprocessor.db.engine import redact_url
 from cowrieprocessor.db.textrule import decode_text
-from cowrieprocessor.diagnostics import (
-    DiagnoseOptions,
-    Report,
-    Thresholds,
-    check_credentials,
-    run_diagnostics,
-)
-from cowrieprocessor.diagnostics.records import Tally
-from cowrieprocessor.diagnostics.run import ALL
-from cowrieprocessor.enrichment.settings import SERVICE_NAMES
 from cowrieprocessor.safetext import printable
+
+# The diagnostics (SQLAlchemy, httpx for check-credentials) are imported by the commands,
+# so `cowrie-enrich --help` does not wait for them.
+if TYPE_CHECKING:
+    from cowrieprocessor.diagnostics import Report
+    from cowrieprocessor.diagnostics.records import Tally
 
 
 def _threshold(what: str, default: str, variable: str) -> Any:
@@ -119,6 +114,10 @@ def diagnose(
     Thresholds default to the runbook and can be set by COWRIEPROC_DIAG_<NAME> too.
     Exit code 0 healthy, 1 a threshold missed, 2 the diagnosis failed.
     """
+    from cowrieprocessor.db.engine import redact_url
+    from cowrieprocessor.diagnostics import DiagnoseOptions, Thresholds, run_diagnostics
+    from cowrieprocessor.diagnostics.run import ALL
+
     setup_logging(verbose)
     try:
         thresholds = Thresholds.from_env(
@@ -233,6 +232,10 @@ def check_credentials_command(
     One cheap request per service with a key; none for a service without one.
     Exit code 1 when a configured service is unreachable or refuses its key.
     """
+    from rich.table import Table
+
+    from cowrieprocessor.diagnostics import check_credentials
+
     setup_logging(verbose)
     settings = settings_or_exit(config)
     names = tuple(part.strip() for part in services.split(",")) if services else SERVICE_NAMES
@@ -513,6 +516,8 @@ def _check_lines(report: Report, number: int) -> list[tuple[bool, str, list[str]
 
 
 def render_terminal(report: Report, out: Console) -> None:
+    from rich.table import Table
+
     for number, head, rows, notes in _tables(report):
         table = Table(title=_TITLES[number], title_justify="left")
         for column in head:

@@ -12,14 +12,13 @@ import logging
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
 
 from cowrieprocessor.cli.common import (
     EXIT_USAGE,
+    SERVICE_NAMES,
     ConfigOption,
     DbOption,
     JsonOption,
@@ -31,16 +30,17 @@ from cowrieprocessor.cli.common import (
     settings_or_exit,
     setup_logging,
 )
-from cowrieprocessor.config import Settings
-from cowrieprocessor.db.engine import redact_url
-from cowrieprocessor.enrichment.claims import DEFAULT_LEASE
-from cowrieprocessor.enrichment.refresh import RefreshOptions, RefreshResult, refresh
-from cowrieprocessor.enrichment.settings import SERVICE_NAMES
-from cowrieprocessor.enrichment.shared_limits import sqlite_limit_file
-from cowrieprocessor.enrichment.targets import IdFilter, Mode
-from cowrieprocessor.enrichment.workers import PoolResult, refresh_with_workers
+
+# The enrichment package (SQLAlchemy, httpx, pyrate-limiter) is imported by the command
+# itself, so `cowrie-enrich --help` does not wait for it.
+if TYPE_CHECKING:
+    from cowrieprocessor.config import Settings
+    from cowrieprocessor.enrichment.refresh import RefreshOptions, RefreshResult
+    from cowrieprocessor.enrichment.workers import PoolResult
 
 EXIT_INTERRUPTED = 130
+#: ``cowrieprocessor.enrichment.claims.DEFAULT_LEASE`` in seconds (tests/cli check).
+DEFAULT_LEASE_SECONDS = 300.0
 
 
 def register(app: typer.Typer) -> None:
@@ -128,7 +128,7 @@ def refresh_command(
             help="How long a worker's claim on rows lasts without renewal; a dead "
             "worker's rows are taken over after it.",
         ),
-    ] = DEFAULT_LEASE.total_seconds(),
+    ] = DEFAULT_LEASE_SECONDS,
     db: DbOption = None,
     cache_dir: Annotated[
         Path | None,
@@ -164,6 +164,18 @@ def refresh_command(
 ) -> None:
     """Look up every session, file and password that has no outcome yet (or a stale one)
     and store the outcome on the row. Safe to stop and rerun."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    from cowrieprocessor.db.engine import redact_url
+    from cowrieprocessor.enrichment.refresh import RefreshOptions, refresh
+    from cowrieprocessor.enrichment.targets import IdFilter, Mode
+
     setup_logging(verbose)
     if sum((only_missing, stale, all_rows)) > 1:
         fail("choose one of --only-missing, --stale and --all", EXIT_USAGE, as_json=json)
@@ -246,6 +258,10 @@ def _run_workers(
     verbose: bool,
 ) -> None:
     """``--workers N`` / ``--run-id``: worker processes, then the merged summary."""
+    from cowrieprocessor.db.engine import redact_url
+    from cowrieprocessor.enrichment.shared_limits import sqlite_limit_file
+    from cowrieprocessor.enrichment.workers import refresh_with_workers
+
     try:
         if settings.db_url.startswith("sqlite"):
             sqlite_limit_file(settings.db_url)  # refuses an in-memory database up front
@@ -303,6 +319,8 @@ def _since(text: str | None) -> datetime | None:
 
 
 def _print_summary(result: RefreshResult | PoolResult) -> None:
+    from rich.table import Table
+
     data = result.as_dict()
     rows = Table(title="cowrie-enrich refresh", title_justify="left")
     for column in ("rows", "total", "scanned", "enriched"):

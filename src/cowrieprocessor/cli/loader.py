@@ -3,17 +3,9 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-)
-from rich.table import Table
 
 from cowrieprocessor.cli.common import (
     EXIT_FAILED,
@@ -28,9 +20,12 @@ from cowrieprocessor.cli.common import (
     settings_or_exit,
     setup_logging,
 )
-from cowrieprocessor.db.engine import redact_url
-from cowrieprocessor.ingest.loader import IngestSummary, Loader
-from cowrieprocessor.safetext import printable
+
+# The loader and SQLAlchemy are imported by the command itself, so --help stays fast.
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
+    from cowrieprocessor.ingest.loader import IngestSummary
 
 app = typer.Typer(
     help="Load Cowrie JSON logs (plain, .gz, .bz2) into the cowrieprocessor database.",
@@ -62,6 +57,10 @@ def ingest(
     verbose: VerboseOption = False,
 ) -> None:
     """Load logs. Safe to rerun: what is already loaded is recognised and skipped."""
+    from cowrieprocessor.db.engine import redact_url
+    from cowrieprocessor.ingest.loader import Loader
+    from cowrieprocessor.safetext import printable
+
     setup_logging(verbose)
     settings = settings_or_exit(config, db_url=db, sensor=sensor, batch_size=batch_size)
     engine = open_database(settings.db_url, as_json=json, pool_size=1, max_overflow=1)
@@ -99,6 +98,14 @@ def ingest(
 
 
 def _progress(enabled: bool) -> Progress:
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -111,6 +118,10 @@ def _progress(enabled: bool) -> Progress:
 
 
 def _print_summary(summary: IngestSummary, db: str) -> None:
+    from rich.table import Table
+
+    from cowrieprocessor.safetext import printable
+
     data = summary.as_dict()
     console.print(f"cowrie-loader → {db}", markup=False, soft_wrap=True)
     table = Table(show_header=False)
