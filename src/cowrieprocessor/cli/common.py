@@ -17,6 +17,7 @@ import orjson
 import typer
 from rich.console import Console
 from rich.text import Text
+from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 # SQLAlchemy, pydantic-settings and the schema code are imported inside the functions
 # that use them: `--help` and a mistyped option then answer in a fraction of the time.
@@ -24,6 +25,54 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
 
     from cowrieprocessor.config import Settings
+
+
+class _Argument(TyperArgument):
+    """An argument shown by its metavar alone (``PATH...``), not by its Python type."""
+
+    def display_type_rich(self, ctx: Any) -> str | None:
+        return None if self.metavar else super().display_type_rich(ctx)
+
+    def _usage_display_name(self) -> str:
+        return self.metavar or super()._usage_display_name()
+
+
+def _plain_help(params: list[Any]) -> None:
+    """Make ``params`` read as an operator expects in --help: a flag shows no type, an
+    argument shows its metavar instead of ``<list[str]>``. Options that take a value
+    carry their metavar (URL, PATH, N) where they are declared."""
+    for param in params:
+        if isinstance(param, TyperOption) and param.is_flag and param.metavar is None:
+            param.metavar = ""
+        elif isinstance(param, TyperArgument) and param.metavar:
+            # Typer gives arguments no hook for their help text but their class.
+            param.__class__ = _Argument
+
+
+class Command(TyperCommand):
+    """A command whose --help names values (URL, PATH, N) rather than Python types.
+
+    Pass as ``cls=Command`` to every ``app.command``.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _plain_help(self.params)
+
+    def get_help_option(self, ctx: Any) -> TyperOption | None:
+        option = super().get_help_option(ctx)
+        _plain_help([option])
+        return option
+
+
+class Group(TyperGroup):
+    """A group whose own --help option shows no type; pass as ``cls=Group`` to Typer."""
+
+    def get_help_option(self, ctx: Any) -> TyperOption | None:
+        option = super().get_help_option(ctx)
+        _plain_help([option])
+        return option
+
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -33,6 +82,7 @@ DbOption = Annotated[
     str | None,
     typer.Option(
         "--db",
+        metavar="URL",
         help="Database URL (sqlite:///path or postgresql://...). "
         "Default: COWRIEPROC_DB_URL, the config file, or a SQLite file in the data dir.",
         show_default=False,
@@ -45,6 +95,7 @@ ConfigOption = Annotated[
     Path | None,
     typer.Option(
         "--config",
+        metavar="PATH",
         help="TOML config file (default: COWRIEPROC_CONFIG, ./sensors.toml, or the user "
         "config dir).",
         show_default=False,

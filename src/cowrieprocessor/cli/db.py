@@ -9,8 +9,10 @@ import typer
 
 from cowrieprocessor.cli.common import (
     EXIT_FAILED,
+    Command,
     ConfigOption,
     DbOption,
+    Group,
     JsonOption,
     console,
     emit_json,
@@ -27,6 +29,7 @@ if TYPE_CHECKING:
     from cowrieprocessor.db.schema import SchemaState
 
 app = typer.Typer(
+    cls=Group,
     help="Manage the cowrieprocessor database schema.",
     no_args_is_help=True,
     add_completion=False,
@@ -77,10 +80,10 @@ def _migrate(action: str, db: str | None, revision: str, json: bool, config: Pat
         console.print(f"schema of {redact_url(url)}: {before or 'empty'} -> {after or 'empty'}")
 
 
-@app.command()
+@app.command(cls=Command)
 def upgrade(
     db: DbOption = None,
-    revision: Annotated[str, typer.Option(help="Target revision.")] = "head",
+    revision: Annotated[str, typer.Option(metavar="REVISION", help="Target revision.")] = "head",
     json: JsonOption = False,
     config: ConfigOption = None,
 ) -> None:
@@ -88,11 +91,14 @@ def upgrade(
     _migrate("upgrade", db, revision, json, config)
 
 
-@app.command()
+@app.command(cls=Command)
 def downgrade(
     db: DbOption = None,
     revision: Annotated[
-        str, typer.Option(help="Target revision: -1 for one step, base to remove all.")
+        str,
+        typer.Option(
+            metavar="REVISION", help="Target revision: -1 for one step, base to remove all."
+        ),
     ] = "-1",
     json: JsonOption = False,
     config: ConfigOption = None,
@@ -101,7 +107,7 @@ def downgrade(
     _migrate("downgrade", db, revision, json, config)
 
 
-@app.command()
+@app.command(cls=Command)
 def current(db: DbOption = None, json: JsonOption = False, config: ConfigOption = None) -> None:
     """Print the database's schema revision and the code's newest one."""
     from cowrieprocessor.db.engine import redact_url
@@ -120,7 +126,7 @@ def current(db: DbOption = None, json: JsonOption = False, config: ConfigOption 
         console.print(f"current: {found.current or 'none'}  head: {found.head}")
 
 
-@app.command()
+@app.command(cls=Command)
 def check(db: DbOption = None, json: JsonOption = False, config: ConfigOption = None) -> None:
     """Exit 0 when the schema is at the newest revision, 1 otherwise."""
     from cowrieprocessor.db import schema

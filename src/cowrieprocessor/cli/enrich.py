@@ -8,8 +8,10 @@ from __future__ import annotations
 import typer
 
 from cowrieprocessor.cli import enrich_cache, enrich_diagnose, enrich_refresh
+from cowrieprocessor.cli.common import Group
 
 app = typer.Typer(
+    cls=Group,
     help="Enrich loaded sessions, files and passwords with threat intelligence; manage "
     "the enrichment cache; diagnose coverage.",
     no_args_is_help=True,

@@ -18,8 +18,10 @@ from rich.console import Console
 from cowrieprocessor.cli.common import (
     EXIT_FAILED,
     EXIT_USAGE,
+    Command,
     ConfigOption,
     DbOption,
+    Group,
     JsonOption,
     VerboseOption,
     console,
@@ -45,6 +47,7 @@ if TYPE_CHECKING:
 MIGRATE_BATCH_SIZE = 1000
 
 cache_app = typer.Typer(
+    cls=Group,
     help="Inspect and maintain the enrichment cache (database and disk).",
     no_args_is_help=True,
     add_completion=False,
@@ -58,14 +61,19 @@ class Tier(StrEnum):
 
 
 TierOption = Annotated[
-    Tier, typer.Option("--tier", help="Which cache: the database table, the disk, or both.")
+    Tier,
+    typer.Option(
+        "--tier",
+        metavar="all|database|disk",
+        help="Which cache: the database table, the disk, or both.",
+    ),
 ]
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to `app`."""
-    app.command("migrate-cache")(migrate_cache)
-    app.add_typer(cache_app, name="cache")
+    app.command("migrate-cache", cls=Command)(migrate_cache)
+    app.add_typer(cache_app, name="cache", cls=Group)
 
 
 def _engine(settings: Settings, as_json: bool) -> Engine:
@@ -83,7 +91,12 @@ def _engine(settings: Settings, as_json: bool) -> Engine:
 def migrate_cache(
     from_disk: Annotated[
         Path | None,
-        typer.Option("--from-disk", help="The disk cache directory to read.", show_default=False),
+        typer.Option(
+            "--from-disk",
+            metavar="DIR",
+            help="The disk cache directory to read.",
+            show_default=False,
+        ),
     ] = None,
     to_database: Annotated[
         bool, typer.Option("--to-database", help="Write into the database cache (required).")
@@ -97,19 +110,30 @@ def migrate_cache(
     ] = False,
     sample: Annotated[
         int | None,
-        typer.Option("--sample", min=1, help="With --validate: counts plus N random rows."),
+        typer.Option(
+            "--sample", metavar="N", min=1, help="With --validate: counts plus N random rows."
+        ),
     ] = None,
     rollback: Annotated[
         bool, typer.Option("--rollback", help="Remove the rows this migration inserted.")
     ] = False,
     migration_id: Annotated[
         str | None,
-        typer.Option("--migration-id", help="Default: the one in the status file."),
+        typer.Option("--migration-id", metavar="ID", help="Default: the one in the status file."),
     ] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = MIGRATE_BATCH_SIZE,
+    batch_size: Annotated[
+        int,
+        typer.Option("--batch-size", metavar="N", min=1, help="Entries per transaction."),
+    ] = MIGRATE_BATCH_SIZE,
     workers: Annotated[
         int,
-        typer.Option("--workers", min=1, help="Processes reading files (default: CPUs, max 4)."),
+        typer.Option(
+            "--workers",
+            metavar="N",
+            min=1,
+            help="Processes reading files (default: CPUs, max 4).",
+            show_default=False,
+        ),
     ] = min(4, os.cpu_count() or 1),
     json: JsonOption = False,
     config: ConfigOption = None,
@@ -318,7 +342,7 @@ def _stats_table(name: str, stats: CacheStats, hits: dict[str, dict[str, int]]) 
     return table
 
 
-@cache_app.command("stats")
+@cache_app.command("stats", cls=Command)
 def stats(
     tier: TierOption = Tier.ALL,
     db: DbOption = None,
@@ -361,11 +385,11 @@ def stats(
         emit_json(result)
 
 
-@cache_app.command("cleanup")
+@cache_app.command("cleanup", cls=Command)
 def cleanup(
     tier: TierOption = Tier.ALL,
     batch_size: Annotated[
-        int, typer.Option("--batch-size", min=1, help="Rows per short transaction.")
+        int, typer.Option("--batch-size", metavar="N", min=1, help="Rows per short transaction.")
     ] = 1000,
     db: DbOption = None,
     json: JsonOption = False,
@@ -394,16 +418,28 @@ def cleanup(
             console.print(f"{name} cache: removed {count} expired entries")
 
 
-@cache_app.command("invalidate")
+@cache_app.command("invalidate", cls=Command)
 def invalidate(
-    service: Annotated[str, typer.Option("--service", help="The service, e.g. dshield.")],
-    key: Annotated[str | None, typer.Option("--key", help="Only this key.")] = None,
+    service: Annotated[
+        str, typer.Option("--service", metavar="NAME", help="The service, e.g. dshield.")
+    ],
+    key: Annotated[str | None, typer.Option("--key", metavar="KEY", help="Only this key.")] = None,
     older_than: Annotated[
         float | None,
-        typer.Option("--older-than", min=0, help="Only entries stored more than D days ago."),
+        typer.Option(
+            "--older-than",
+            metavar="DAYS",
+            min=0,
+            help="Only entries stored more than DAYS days ago.",
+        ),
     ] = None,
     status: Annotated[
-        str | None, typer.Option("--status", help="Only entries of this outcome status.")
+        str | None,
+        typer.Option(
+            "--status",
+            metavar="STATUS",
+            help="Only entries of this outcome status (success, not_found, ...).",
+        ),
     ] = None,
     tier: TierOption = Tier.ALL,
     db: DbOption = None,

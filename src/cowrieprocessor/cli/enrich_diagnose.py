@@ -20,6 +20,7 @@ from cowrieprocessor.cli.common import (
     EXIT_OK,
     EXIT_USAGE,
     SERVICE_NAMES,
+    Command,
     ConfigOption,
     DbOption,
     JsonOption,
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
 
 def _threshold(what: str, default: str, variable: str) -> Any:
     return typer.Option(
+        metavar="PCT",
         help=f"{what} (default {default}, or COWRIEPROC_DIAG_{variable}).",
         show_default=False,
         min=0,
@@ -71,26 +73,37 @@ _MaxDeadLetters = Annotated[
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to `app`."""
-    app.command("diagnose")(diagnose)
-    app.command("check-credentials")(check_credentials_command)
+    app.command("diagnose", cls=Command)(diagnose)
+    app.command("check-credentials", cls=Command)(check_credentials_command)
 
 
 def diagnose(
     db: DbOption = None,
     only: Annotated[
-        str | None, typer.Option(help="Diagnostics to run, e.g. 1,2,3 (default: all ten).")
+        str | None,
+        typer.Option(metavar="N,N,...", help="Diagnostics to run, e.g. 1,2,3 (default: all ten)."),
     ] = None,
-    period: Annotated[str, typer.Option(help="Trend period: day or week.")] = "day",
+    period: Annotated[
+        str, typer.Option(metavar="day|week", help="Trend period: day or week.")
+    ] = "day",
     since: Annotated[
         str | None,
-        typer.Option(help="Only rows at or after this UTC date (YYYY-MM-DD).", show_default=False),
+        typer.Option(
+            metavar="DATE",
+            help="Only rows at or after this UTC date (YYYY-MM-DD).",
+            show_default=False,
+        ),
     ] = None,
     output_format: Annotated[
-        str, typer.Option("--format", help="terminal (tables) or markdown.")
+        str,
+        typer.Option(
+            "--format", metavar="terminal|markdown", help="terminal (tables) or markdown."
+        ),
     ] = "terminal",
     export: Annotated[
         Path | None,
         typer.Option(
+            metavar="FILE",
             help="Write the ranked sessions of diagnostic 8 as 'sensor<TAB>session_id' lines "
             "for `cowrie-enrich refresh --ids-from FILE`.",
             show_default=False,
@@ -103,8 +116,12 @@ def diagnose(
     min_virustotal: _MinVt = None,
     min_hibp: _MinHibp = None,
     max_dead_letter_pct: _MaxDeadLetters = None,
-    samples: Annotated[int, typer.Option(help="Sample sessions per outcome.", min=0)] = 2,
-    top: Annotated[int, typer.Option(help="Priority sessions and errors shown.", min=1)] = 20,
+    samples: Annotated[
+        int, typer.Option(metavar="N", help="Sample sessions per outcome.", min=0)
+    ] = 2,
+    top: Annotated[
+        int, typer.Option(metavar="N", help="Priority sessions and errors shown.", min=1)
+    ] = 20,
     json: JsonOption = False,
     config: ConfigOption = None,
     verbose: VerboseOption = False,
@@ -221,7 +238,9 @@ def _export(report: Report, path: Path) -> tuple[int, int]:
 def check_credentials_command(
     services: Annotated[
         str | None,
-        typer.Option(help=f"Services to check (default: {','.join(SERVICE_NAMES)})."),
+        typer.Option(
+            metavar="NAMES", help=f"Services to check (default: {','.join(SERVICE_NAMES)})."
+        ),
     ] = None,
     json: JsonOption = False,
     config: ConfigOption = None,

@@ -19,6 +19,7 @@ import typer
 from cowrieprocessor.cli.common import (
     EXIT_USAGE,
     SERVICE_NAMES,
+    Command,
     ConfigOption,
     DbOption,
     JsonOption,
@@ -45,23 +46,32 @@ DEFAULT_LEASE_SECONDS = 300.0
 
 def register(app: typer.Typer) -> None:
     """Add the ``refresh`` command to ``app``."""
-    app.command("refresh")(refresh_command)
+    app.command("refresh", cls=Command)(refresh_command)
 
 
 def refresh_command(
     sessions: Annotated[
-        int, typer.Option("--sessions", min=0, help="Sessions to enrich at most (0: all).")
+        int,
+        typer.Option(
+            "--sessions", metavar="N", min=0, help="Sessions to enrich at most (0: all)."
+        ),
     ] = 0,
     files: Annotated[
-        int, typer.Option("--files", min=0, help="Files to enrich at most (0: all).")
+        int, typer.Option("--files", metavar="N", min=0, help="Files to enrich at most (0: all).")
     ] = 0,
     passwords: Annotated[
         int,
-        typer.Option("--passwords", min=0, help="Distinct passwords to enrich at most (0: all)."),
+        typer.Option(
+            "--passwords",
+            metavar="N",
+            min=0,
+            help="Distinct passwords to enrich at most (0: all).",
+        ),
     ] = 0,
     services: Annotated[
         str | None,
         typer.Option(
+            metavar="NAMES",
             help=f"Comma-separated services to use (default: all of {','.join(SERVICE_NAMES)}).",
             show_default=False,
         ),
@@ -69,6 +79,7 @@ def refresh_command(
     since: Annotated[
         str | None,
         typer.Option(
+            metavar="TIME",
             help="Only rows from this time on (ISO date or date-time; UTC when no zone).",
             show_default=False,
         ),
@@ -94,18 +105,21 @@ def refresh_command(
         Path | None,
         typer.Option(
             "--ids-from",
+            metavar="FILE",
             help="Only these sessions: a file with one 'sensor<TAB>session_id' or "
             "'session_id' per line.",
             show_default=False,
         ),
     ] = None,
     batch_size: Annotated[
-        int, typer.Option("--batch-size", min=1, help="Rows per committed transaction.")
+        int,
+        typer.Option("--batch-size", metavar="N", min=1, help="Rows per committed transaction."),
     ] = 200,
     workers: Annotated[
         int,
         typer.Option(
             "--workers",
+            metavar="N",
             min=1,
             help="Worker processes sharing the rows, the cache and the rate limits "
             "(1: one process, as before).",
@@ -115,6 +129,7 @@ def refresh_command(
         str | None,
         typer.Option(
             "--run-id",
+            metavar="NAME",
             help="Join the run of this name: hosts giving the same name split one run's "
             "rows between their workers (default: a new run).",
             show_default=False,
@@ -124,6 +139,7 @@ def refresh_command(
         float,
         typer.Option(
             "--lease-seconds",
+            metavar="SECONDS",
             min=1.0,
             help="How long a worker's claim on rows lasts without renewal; a dead "
             "worker's rows are taken over after it.",
@@ -132,11 +148,16 @@ def refresh_command(
     db: DbOption = None,
     cache_dir: Annotated[
         Path | None,
-        typer.Option(help="Enrichment cache directory (default: settings).", show_default=False),
+        typer.Option(
+            metavar="DIR",
+            help="Enrichment cache directory (default: settings).",
+            show_default=False,
+        ),
     ] = None,
     status_dir: Annotated[
         Path | None,
         typer.Option(
+            metavar="DIR",
             help="Where enrichment_refresh.json is kept (default: "
             "~/.cache/cowrieprocessor/status).",
             show_default=False,
@@ -144,26 +165,34 @@ def refresh_command(
     ] = None,
     vt_api_key: Annotated[
         str | None,
-        typer.Option(help="VirusTotal key, or env:NAME / file:PATH.", show_default=False),
+        typer.Option(
+            metavar="KEY", help="VirusTotal key, or env:NAME / file:PATH.", show_default=False
+        ),
     ] = None,
     dshield_email: Annotated[
         str | None,
-        typer.Option(help="Contact e-mail DShield asks for.", show_default=False),
+        typer.Option(metavar="EMAIL", help="Contact e-mail DShield asks for.", show_default=False),
     ] = None,
     urlhaus_api_key: Annotated[
         str | None,
-        typer.Option(help="URLhaus Auth-Key, or env:NAME / file:PATH.", show_default=False),
+        typer.Option(
+            metavar="KEY", help="URLhaus Auth-Key, or env:NAME / file:PATH.", show_default=False
+        ),
     ] = None,
     spur_api_key: Annotated[
         str | None,
-        typer.Option(help="Spur token, or env:NAME / file:PATH.", show_default=False),
+        typer.Option(
+            metavar="TOKEN", help="Spur token, or env:NAME / file:PATH.", show_default=False
+        ),
     ] = None,
     json: JsonOption = False,
     config: ConfigOption = None,
     verbose: VerboseOption = False,
 ) -> None:
-    """Look up every session, file and password that has no outcome yet (or a stale one)
-    and store the outcome on the row. Safe to stop and rerun."""
+    """Enrich every session, file and password without an outcome (or with a stale one).
+
+    Each outcome is stored on its row as it comes. Safe to stop and rerun.
+    """
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,

@@ -9,8 +9,10 @@ import typer
 
 from cowrieprocessor.cli.common import (
     EXIT_FAILED,
+    Command,
     ConfigOption,
     DbOption,
+    Group,
     JsonOption,
     VerboseOption,
     console,
@@ -28,6 +30,7 @@ if TYPE_CHECKING:
     from cowrieprocessor.ingest.loader import IngestSummary
 
 app = typer.Typer(
+    cls=Group,
     help="Load Cowrie JSON logs (plain, .gz, .bz2) into the cowrieprocessor database.",
     no_args_is_help=True,
     add_completion=False,
@@ -39,18 +42,24 @@ def _root() -> None:
     """Load Cowrie JSON logs into the cowrieprocessor database."""
 
 
-@app.command()
+@app.command(cls=Command)
 def ingest(
     paths: Annotated[
-        list[str], typer.Argument(help="Files, directories (recursive) or glob patterns.")
+        list[str],
+        typer.Argument(metavar="PATH...", help="Files, directories (recursive) or glob patterns."),
     ],
     db: DbOption = None,
     sensor: Annotated[
         str | None,
-        typer.Option(help="Sensor name for events without a `sensor` field.", show_default=False),
+        typer.Option(
+            metavar="NAME",
+            help="Sensor name for events without a `sensor` field.",
+            show_default=False,
+        ),
     ] = None,
     batch_size: Annotated[
-        int | None, typer.Option(help="Events per transaction.", show_default=False, min=1)
+        int | None,
+        typer.Option(metavar="N", help="Events per transaction.", show_default=False, min=1),
     ] = None,
     json: JsonOption = False,
     config: ConfigOption = None,
