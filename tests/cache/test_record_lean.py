@@ -10,10 +10,12 @@ row, and that ``get_many`` and ``get_cached`` give the same entries on both data
 from __future__ import annotations
 
 import copy
+import json
 import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -26,7 +28,7 @@ from cowrieprocessor.enrichment.cache.record import (
     _lean_entry,
     entry_from_record,
 )
-from cowrieprocessor.enrichment.cache.rows import dump_payload, key_hash
+from cowrieprocessor.enrichment.cache.rows import dump_payload, key_hash, load_payload
 from cowrieprocessor.enrichment.outcome import Outcome, Status
 
 from .conftest import T0
@@ -264,3 +266,38 @@ def test_get_many_gives_what_get_cached_gives(engine: Engine) -> None:
         assert single is not None
         assert_same_entry(many[key], single)
         assert_same_entry(many[key], stored[key])
+
+
+@pytest.mark.parametrize("hints", [[[0, [1, 1]]], [[0, [0, 5]]], [["x", [1, 0]]], [[0]], [5]])
+def test_a_malformed_key_order_is_a_bad_payload(hints: Any) -> None:
+    entry = CacheEntry(
+        "dshield",
+        "192.0.2.3",
+        Outcome("dshield", "192.0.2.3", Status.SUCCESS, data={"b": 1, "a": 2}, checked_at=T0),
+        T0,
+        T0 + timedelta(days=1),
+    )
+    record = entry_to_record(entry)
+    record["key_order"] = hints
+
+    with pytest.raises(ValueError, match="malformed key_order"):
+        load_payload(orjson.dumps(record))
+
+
+def test_key_order_puts_nested_objects_back_in_place() -> None:
+    data = {"z": {"y": 1, "b": [{"d": 1, "c": 2}]}, "a": [[{"q": 1, "p": 2}]]}
+    entry = CacheEntry(
+        "dshield",
+        "k",
+        Outcome("dshield", "k", Status.SUCCESS, data=data, checked_at=T0),
+        T0,
+        T0 + timedelta(days=1),
+    )
+    payload = dump_payload(entry, jsonb=True)
+    # What JSONB gives back: keys by length, then bytes; for one-letter keys, sorted.
+    as_jsonb = json.dumps(json.loads(payload), sort_keys=True)
+
+    loaded = load_payload(as_jsonb)
+
+    assert loaded == entry
+    assert json.dumps(loaded.outcome.data) == json.dumps(data)

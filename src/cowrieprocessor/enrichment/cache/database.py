@@ -27,10 +27,9 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-import orjson
 import psycopg
 from sqlalchemy import (
     Engine,
@@ -38,20 +37,17 @@ from sqlalchemy import (
     String,
     Text,
     and_,
-    any_,
     bindparam,
     case,
     cast,
     delete,
     func,
-    literal_column,
     select,
     type_coerce,
-    update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.sql.elements import ColumnElement
 
 from cowrieprocessor.db.engine import is_postgres
@@ -62,6 +58,7 @@ from cowrieprocessor.enrichment.cache.base import (
     CacheEntry,
     CacheStats,
 )
+from cowrieprocessor.enrichment.cache.reads import DirectReads, add_hits
 from cowrieprocessor.enrichment.cache.rows import entry_row, key_hash, load_payload
 from cowrieprocessor.enrichment.cache.ttl import Clock, TTLPolicy, system_clock
 from cowrieprocessor.enrichment.outcome import Status
@@ -146,30 +143,7 @@ class EnrichmentDatabaseCache(Cache):
         self._last_flush = time.monotonic()
         self._lock = threading.Lock()
 
-        fresh = TABLE.c.expires_at > bindparam("now", type_=TABLE.c.expires_at.type)
-        self._select_one = select(payload_text(engine)).where(
-            TABLE.c.service == bindparam("service"),
-            TABLE.c.cache_key_hash == bindparam("hash"),
-            fresh,
-        )
-        if self.postgres:
-            in_batch = TABLE.c.cache_key_hash == any_(bindparam("hashes", type_=ARRAY(String())))
-        else:
-            in_batch = TABLE.c.cache_key_hash.in_(
-                select(literal_column("value")).select_from(
-                    func.json_each(bindparam("hashes", type_=Text()))
-                )
-            )
-        self._select_many = select(payload_text(engine)).where(
-            TABLE.c.service == bindparam("service"), in_batch, fresh
-        )
-        # SQLite reads run below SQLAlchemy (see _select): compile them once.
-        self._readers = threading.local()
-        self._reader_connections: list[Any] = []
-        self._compiled: dict[int, tuple[str, list[str]]] = {}
-        for statement in (self._select_one, self._select_many):
-            compiled = statement.compile(dialect=engine.dialect)
-            self._compiled[id(statement)] = (str(compiled), list(compiled.positiontup or []))
+        self._reads = DirectReads(engine)
         self._insert = insert_statement(engine)
         excluded = self._insert.excluded
         self._upsert = self._insert.on_conflict_do_update(
@@ -181,26 +155,12 @@ class EnrichmentDatabaseCache(Cache):
             set_={name: excluded[name] for name in _STORED_COLUMNS},
             where=TABLE.c.created_at < excluded.created_at,
         ).returning(TABLE.c.id)
-        # One UPDATE per (service, hit count) group: a flush is a few statements, not one
-        # per row. On PostgreSQL the rows are locked in id order first, so two processes
-        # flushing overlapping keys wait for each other instead of deadlocking.
-        matching = select(TABLE.c.id).where(TABLE.c.service == bindparam("b_service"), in_batch)
-        if self.postgres:
-            matching = matching.order_by(TABLE.c.id).with_for_update()
-        self._add_hits = (
-            update(TABLE)
-            .where(TABLE.c.id.in_(matching.scalar_subquery()))
-            .values(
-                hit_count=TABLE.c.hit_count + bindparam("b_hits", type_=Integer()),
-                accessed_at=bindparam("b_at", type_=TABLE.c.accessed_at.type),
-            )
-        )
 
     # -- reading ---------------------------------------------------------------------------
 
     def _get(self, service: str, key: str, now: datetime) -> CacheEntry | None:
         digest = key_hash(key)
-        raws = self._select(self._select_one, {"service": service, "hash": digest, "now": now})
+        raws = self._reads.one(service, digest, now)
         entry = self._decode(raws[0], service, key) if raws else None
         if entry is not None:
             self._count_hits([(service, digest)], now)
@@ -210,76 +170,19 @@ class EnrichmentDatabaseCache(Cache):
         wanted = {key_hash(key): key for key in keys}
         if not wanted:
             return {}
-        hashes = self._hash_list(list(wanted))
-        raws = self._select(self._select_many, {"service": service, "hashes": hashes, "now": now})
         found: dict[str, CacheEntry] = {}
         digests: list[tuple[str, str]] = []
-        for raw in raws:
-            entry = self._decode(raw, service, None)
-            if entry is None:
+        for digest, raw in self._reads.many(service, list(wanted), now):
+            key = wanted.get(digest)
+            if key is None:
                 continue
-            digest = key_hash(entry.key)
-            if digest in wanted:
-                found[entry.key] = entry
+            # The row's payload must hold the key asked for, as in _get.
+            entry = self._decode(raw, service, key)
+            if entry is not None:
+                found[key] = entry
                 digests.append((service, digest))
         self._count_hits(digests, now)
         return found
-
-    def _select(self, statement: Any, params: dict[str, Any]) -> list[str]:
-        """Run a read and return its first column.
-
-        Reads run on a per-thread connection in autocommit mode, below SQLAlchemy. On
-        SQLite one SELECT is its own snapshot under WAL, and no ``BEGIN IMMEDIATE`` (which
-        the engine issues for every transaction) takes the write lock, so readers in many
-        processes never queue behind each other or behind writers. On PostgreSQL a read
-        is one round trip, without the pool's checkout ping. Each thread that reads holds
-        one extra connection until :meth:`close`.
-        """
-        if self.postgres:
-            return self._select_postgres(statement, params)
-        raw = getattr(self._readers, "connection", None)
-        if raw is None:
-            raw = self.engine.raw_connection()
-            self._readers.connection = raw
-            with self._lock:
-                self._reader_connections.append(raw)
-        compiled = self._compiled[id(statement)]
-        values = [
-            _sqlite_time(params[name]) if name == "now" else params[name] for name in compiled[1]
-        ]
-        cursor = raw.cursor()
-        try:
-            cursor.execute(compiled[0], values)
-            return [row[0] for row in cursor.fetchall()]
-        except sqlite3.Error as exc:
-            # Raised as SQLAlchemy's error so callers (the hybrid cache) see one kind;
-            # the connection is given up in case the failure was the connection's.
-            self._readers.connection = None
-            raise OperationalError(compiled[0], values, exc) from exc
-        finally:
-            cursor.close()
-
-    def _select_postgres(self, statement: Any, params: dict[str, Any]) -> list[str]:
-        """A read on this thread's own autocommit connection: one round trip, no pool
-        checkout or ping. A broken connection is dropped and the error raised; the next
-        read opens a new one."""
-        connection = getattr(self._readers, "connection", None)
-        if connection is None:
-            url = self.engine.url.set(drivername="postgresql")
-            connection = psycopg.connect(
-                url.render_as_string(hide_password=False), autocommit=True
-            )
-            self._readers.connection = connection
-            with self._lock:
-                self._reader_connections.append(connection)
-        sql = self._compiled[id(statement)][0]
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute(sql, params)
-                return [row[0] for row in cursor.fetchall()]
-        except psycopg.Error as exc:
-            self._readers.connection = None
-            raise OperationalError(sql, params, exc) from exc
 
     def _decode(self, raw: str, service: str, key: str | None) -> CacheEntry | None:
         try:
@@ -334,25 +237,17 @@ class EnrichmentDatabaseCache(Cache):
             hashes.append(digest)
             groups[(service, hits)] = (hashes, max(latest, at))
         try:
-            with self.engine.begin() as conn:
-                for (service, hits), (hashes, latest) in sorted(groups.items()):
-                    conn.execute(
-                        self._add_hits,
-                        {
-                            "b_service": service,
-                            "b_hits": hits,
-                            "b_at": latest,
-                            "hashes": self._hash_list(sorted(hashes)),
-                        },
-                    )
-        except SQLAlchemyError as exc:
+            add_hits(
+                self.engine,
+                [
+                    (service, hits, latest, sorted(hashes))
+                    for (service, hits), (hashes, latest) in sorted(groups.items())
+                ],
+            )
+        except (SQLAlchemyError, psycopg.Error, sqlite3.Error) as exc:
             logger.warning("database cache: dropped %d hit counts: %s", len(pending), exc)
             return 0
         return len(pending)
-
-    def _hash_list(self, hashes: list[str]) -> Any:
-        """``hashes`` as the statements bind them: an array, or JSON text for json_each."""
-        return hashes if self.postgres else orjson.dumps(hashes).decode()
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -464,17 +359,7 @@ class EnrichmentDatabaseCache(Cache):
         """Flush the buffered hit counts and return the read connections; the engine stays
         open."""
         self.flush_hits()
-        with self._lock:
-            connections, self._reader_connections = self._reader_connections, []
-        for connection in connections:
-            connection.close()
-        self._readers = threading.local()
-
-
-def _sqlite_time(value: datetime) -> str:
-    # The text SQLAlchemy's SQLite DateTime stores (naive UTC with microseconds), so the
-    # comparison with expires_at is the same as through the ORM.
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+        self._reads.close()
 
 
 __all__ = [

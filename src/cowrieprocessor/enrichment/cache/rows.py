@@ -175,24 +175,44 @@ def _key_orders(value: Any, orders: list[list[Any]], counter: list[int]) -> None
 
 
 class _Reorder:
-    """Put the objects named by ``key_order`` back into their original key order."""
+    """Put the objects named by ``key_order`` back into their original key order.
+
+    The decoded JSON is fresh from the parser, so it is changed in place: only objects
+    named in the hints are rebuilt, and only containers are visited.
+    """
 
     def __init__(self, orders: dict[int, list[int]]) -> None:
         self.orders = orders
         self.counter = 0
 
     def walk(self, value: Any) -> Any:
-        if isinstance(value, dict):
+        if type(value) is dict:
             index = self.counter
             self.counter += 1
-            items = [(k, self.walk(v)) for k, v in value.items()]
+            for name, child in value.items():
+                if type(child) is dict or type(child) is list:
+                    # Assigning to an existing key keeps its place in the dict.
+                    value[name] = self.walk(child)
             back = self.orders.get(index)
-            if back is not None and len(back) == len(items):
-                items = [items[position] for position in back]
-            return dict(items)
-        if isinstance(value, list):
-            return [self.walk(v) for v in value]
+            if back is not None and len(back) == len(value):
+                if sorted(back) != list(range(len(back))):
+                    raise ValueError(f"a cache payload has a malformed key_order: {back!r:.80}")
+                items = list(value.items())
+                return dict([items[position] for position in back])
+            return value
+        if type(value) is list:
+            for position, child in enumerate(value):
+                if type(child) is dict or type(child) is list:
+                    value[position] = self.walk(child)
         return value
+
+
+def _hint_orders(hints: list[Any]) -> dict[int, list[int]]:
+    """The ``key_order`` hints by object index. Raises ValueError when they are malformed."""
+    try:
+        return {int(item[0]): [int(p) for p in item[1]] for item in hints}
+    except (TypeError, ValueError, IndexError, KeyError) as exc:
+        raise ValueError(f"a cache payload has a malformed key_order: {exc!r:.80}") from exc
 
 
 def load_payload(raw: str | bytes) -> CacheEntry:
@@ -214,8 +234,7 @@ def load_payload(raw: str | bytes) -> CacheEntry:
     record = decode_json(data) if _ESCAPE_BYTES in raw_bytes else data
     outcome = record.get("outcome")
     if isinstance(hints, list) and isinstance(outcome, dict):
-        orders = {int(item[0]): list(item[1]) for item in hints}
-        outcome["data"] = _Reorder(orders).walk(outcome.get("data"))
+        outcome["data"] = _Reorder(_hint_orders(hints)).walk(outcome.get("data"))
     return entry_from_record(record)
 
 
