@@ -10,6 +10,7 @@ Top-level keys of the file are the setting names in lower case (``db_url = "..."
 from __future__ import annotations
 
 import os
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,26 @@ def find_config_file(explicit: Path | None = None) -> Path | None:
         if candidate.is_file():
             return candidate
     return None
+
+
+def read_config_file(explicit: Path | None = None) -> tuple[Path | None, dict[str, Any]]:
+    """The config file :func:`load_settings` reads and its keys, or ``(None, {})``.
+
+    For settings kept outside :class:`Settings` (the ``diag_*`` thresholds of
+    ``cowrie-enrich diagnose``), which the settings model ignores.
+
+    Raises:
+        FileNotFoundError: as :func:`find_config_file`.
+        ValueError: the file is not valid TOML.
+    """
+    path = find_config_file(explicit)
+    if path is None:
+        return None, {}
+    try:
+        with path.open("rb") as handle:
+            return path, tomllib.load(handle)
+    except tomllib.TOMLDecodeError as error:
+        raise ValueError(f"config file {path} is not valid TOML: {error}") from None
 
 
 class Settings(EnrichmentSettings, BaseSettings):

@@ -6,6 +6,7 @@ diagnosis itself could not run (bad options, unreachable database, wrong schema)
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -35,34 +36,43 @@ from cowrieprocessor.db.textrule import decode_text
 # The diagnostics (SQLAlchemy, httpx for check-credentials) are imported by the commands,
 # so `cowrie-enrich --help` does not wait for them.
 if TYPE_CHECKING:
-    from cowrieprocessor.diagnostics import Report
+    from cowrieprocessor.diagnostics import Report, Thresholds
 
 
-def _threshold(what: str, default: str, variable: str) -> Any:
+def _threshold(what: str, name: str) -> Any:
+    default = f"{_DEFAULTS[name]:g}"
     return typer.Option(
         metavar="PCT",
-        help=f"{what} (default {default}, or COWRIEPROC_DIAG_{variable}).",
+        help=f"{what} (default {default}; or COWRIEPROC_DIAG_{name.upper()}, or "
+        f"diag_{name} in the config file).",
         show_default=False,
         min=0,
         max=100,
     )
 
 
-_MinSessions = Annotated[
-    float | None, _threshold("Least session coverage, %", "90", "MIN_SESSIONS")
-]
-_MinDshield = Annotated[float | None, _threshold("Least DShield coverage, %", "95", "MIN_DSHIELD")]
-_MinUrlhaus = Annotated[float | None, _threshold("Least URLhaus coverage, %", "90", "MIN_URLHAUS")]
-_MinSpur = Annotated[float | None, _threshold("Least SPUR coverage, %", "80", "MIN_SPUR")]
+#: The runbook's defaults of ``diagnostics.health.Thresholds``, for the help text without
+#: importing the diagnostics (tests/cli/test_diagnose_config.py checks they agree).
+_DEFAULTS = {
+    "min_sessions": 90.0,
+    "min_dshield": 95.0,
+    "min_urlhaus": 90.0,
+    "min_spur": 80.0,
+    "min_virustotal": 80.0,
+    "min_hibp": 80.0,
+    "max_dead_letter_pct": 1.0,
+}
+_MinSessions = Annotated[float | None, _threshold("Least session coverage, %", "min_sessions")]
+_MinDshield = Annotated[float | None, _threshold("Least DShield coverage, %", "min_dshield")]
+_MinUrlhaus = Annotated[float | None, _threshold("Least URLhaus coverage, %", "min_urlhaus")]
+_MinSpur = Annotated[float | None, _threshold("Least SPUR coverage, %", "min_spur")]
 _MinVt = Annotated[
-    float | None, _threshold("Least VirusTotal coverage of files, %", "80", "MIN_VIRUSTOTAL")
+    float | None, _threshold("Least VirusTotal coverage of files, %", "min_virustotal")
 ]
-_MinHibp = Annotated[
-    float | None, _threshold("Least HIBP coverage of passwords, %", "80", "MIN_HIBP")
-]
+_MinHibp = Annotated[float | None, _threshold("Least HIBP coverage of passwords, %", "min_hibp")]
 _MaxDeadLetters = Annotated[
     float | None,
-    _threshold("Most unresolved dead letters, % of events", "1", "MAX_DEAD_LETTER_PCT"),
+    _threshold("Most unresolved dead letters, % of events", "max_dead_letter_pct"),
 ]
 
 
@@ -123,16 +133,19 @@ def diagnose(
 ) -> None:
     """How complete is enrichment, where are the gaps, since when, and why.
 
-    Thresholds default to the runbook and can be set by COWRIEPROC_DIAG_<NAME> too.
-    Exit code 0 healthy, 1 a threshold missed, 2 the diagnosis failed.
+    Thresholds default to the runbook. Each can be set by its option, a
+    COWRIEPROC_DIAG_<NAME> variable or a diag_<name> key of the config file, in that
+    order of precedence. Exit code 0 healthy, 1 a threshold missed, 2 the diagnosis
+    failed.
     """
     from cowrieprocessor.db.engine import redact_url
-    from cowrieprocessor.diagnostics import DiagnoseOptions, Thresholds, run_diagnostics
+    from cowrieprocessor.diagnostics import DiagnoseOptions, run_diagnostics
     from cowrieprocessor.diagnostics.run import ALL
 
     setup_logging(verbose)
     try:
-        thresholds = Thresholds.from_env(
+        thresholds = _thresholds(
+            config,
             min_sessions=min_sessions,
             min_dshield=min_dshield,
             min_urlhaus=min_urlhaus,
@@ -152,7 +165,7 @@ def diagnose(
             samples_per_outcome=samples,
             top=top,
         )
-    except ValueError as error:
+    except (FileNotFoundError, ValueError) as error:
         fail(str(error), EXIT_USAGE, as_json=json)
 
     settings = settings_or_exit(config, db_url=db)
@@ -185,6 +198,54 @@ def diagnose(
     else:
         render_terminal(report, console)
     raise typer.Exit(EXIT_OK if report.healthy else EXIT_FAILED)
+
+
+def _thresholds(config: Path | None, **options: float | None) -> Thresholds:
+    """Each threshold from its option, else ``COWRIEPROC_DIAG_<NAME>``, else the config
+    file's ``diag_<name>``, else the runbook default.
+
+    Raises:
+        FileNotFoundError: the config file named by ``--config`` or COWRIEPROC_CONFIG
+            is missing.
+        ValueError: naming the file and key or the variable: not valid TOML, an unknown
+            ``diag_`` key, a value that is not a number or lies outside its range.
+    """
+    from dataclasses import fields
+
+    from cowrieprocessor.config import read_config_file
+    from cowrieprocessor.diagnostics.health import ENV_PREFIX, Thresholds
+
+    path, table = read_config_file(config)
+    names = {item.name: item.type for item in fields(Thresholds)}
+    unknown = sorted(key for key in table if key.startswith("diag_") and key[5:] not in names)
+    if unknown:
+        known = ", ".join(f"diag_{name}" for name in names)
+        raise ValueError(f"config file {path}: unknown key {unknown[0]} (known: {known})")
+    from_file: dict[str, Any] = {}
+    for name, kind in names.items():
+        key = f"diag_{name}"
+        if key not in table:
+            continue
+        try:
+            value = _file_number(table[key], kind)
+            Thresholds.from_env({}, **{name: value})  # checks its range, named here
+        except ValueError as error:
+            raise ValueError(f"config file {path}: {key}: {error}") from None
+        # A variable wins; one set to blanks counts as unset, as Thresholds.from_env has it.
+        if not os.environ.get(ENV_PREFIX + name.upper(), "").strip():
+            from_file[name] = value
+    chosen: dict[str, Any] = {k: v for k, v in options.items() if v is not None}
+    return Thresholds.from_env(**(from_file | chosen))
+
+
+def _file_number(value: Any, kind: Any) -> float | int:
+    """A TOML number as the threshold's type; ValueError for anything else."""
+    whole = kind in (int, "int")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{value!r} is not a number")
+    if whole and not float(value).is_integer():
+        raise ValueError(f"{value!r} is not a whole number")
+    return int(value) if whole else float(value)
 
 
 def _parse_only(text: str | None) -> tuple[int, ...] | None:
