@@ -180,13 +180,34 @@ def _password(url: str) -> str | None:
         return None
 
 
-def settings_or_exit(config: Path | None, **overrides: Any) -> Settings:
-    from cowrieprocessor.config import load_settings
+def settings_or_exit(config: Path | None, *, as_json: bool = False, **overrides: Any) -> Settings:
+    """The settings (``overrides`` are the flags; None means not given), or exit 2 with
+    every problem on one line: the setting's name and what is wrong, never the value
+    given (it may be a key)."""
+    from pydantic import ValidationError
+
+    from cowrieprocessor.config import find_config_file, load_settings
 
     try:
         return load_settings(config, **overrides)
-    except (FileNotFoundError, ValueError) as error:
-        fail(f"configuration: {error}", EXIT_USAGE)
+    except ValidationError as error:
+        problems = "; ".join(_problem(item) for item in error.errors())
+        fail(f"configuration: {problems}", EXIT_USAGE, as_json=as_json)
+    except FileNotFoundError as error:
+        fail(f"configuration: {error}", EXIT_USAGE, as_json=as_json)
+    except ValueError as error:  # the config file is not valid TOML
+        fail(
+            f"configuration: {find_config_file(config)} is not valid TOML: {error}",
+            EXIT_USAGE,
+            as_json=as_json,
+        )
+
+
+def _problem(item: Any) -> str:
+    """One pydantic error as ``setting: what is wrong`` (our validators name it already)."""
+    name = ".".join(str(part) for part in item["loc"])
+    message = str(item["msg"]).removeprefix("Value error, ")
+    return message if message.startswith(name) else f"{name}: {message}"
 
 
 def setup_logging(verbose: bool) -> None:

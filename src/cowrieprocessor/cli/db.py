@@ -38,7 +38,7 @@ app = typer.Typer(
 
 def _engine(db: str | None, config: Path | None, as_json: bool) -> tuple[str, Engine]:
     """The URL and an engine that has connected once; the schema is left as it is."""
-    settings = settings_or_exit(config, db_url=db)
+    settings = settings_or_exit(config, as_json=as_json, db_url=db)
     return settings.db_url, open_database(settings.db_url, as_json=as_json, ensure_schema=False)
 
 

@@ -145,7 +145,7 @@ def migrate_cache(
     from cowrieprocessor.enrichment import migrate
 
     setup_logging(verbose)
-    settings = settings_or_exit(config, db_url=db)
+    settings = settings_or_exit(config, as_json=json, db_url=db)
     if rollback and (validate or dry_run):
         fail("--rollback cannot be combined with --validate or --dry-run", EXIT_USAGE)
     if not rollback and (from_disk is None or not to_database):
@@ -356,7 +356,7 @@ def stats(
     from cowrieprocessor.enrichment.cache.database import EnrichmentDatabaseCache
 
     setup_logging(verbose)
-    settings = settings_or_exit(config, db_url=db)
+    settings = settings_or_exit(config, as_json=json, db_url=db)
     caches, engine = _tiers(settings, tier, json)
     result: dict[str, Any] = {"ok": True}
     try:
@@ -400,7 +400,7 @@ def cleanup(
     from sqlalchemy.exc import SQLAlchemyError
 
     setup_logging(verbose)
-    settings = settings_or_exit(config, db_url=db)
+    settings = settings_or_exit(config, as_json=json, db_url=db)
     caches, engine = _tiers(settings, tier, json)
     removed: dict[str, int] = {}
     try:
@@ -451,7 +451,7 @@ def invalidate(
     from sqlalchemy.exc import SQLAlchemyError
 
     setup_logging(verbose)
-    settings = settings_or_exit(config, db_url=db)
+    settings = settings_or_exit(config, as_json=json, db_url=db)
     caches, engine = _tiers(settings, tier, json)
     before = datetime.now(UTC) - timedelta(days=older_than) if older_than is not None else None
     removed: dict[str, int] = {}

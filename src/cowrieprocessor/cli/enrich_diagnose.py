@@ -168,7 +168,7 @@ def diagnose(
     except (FileNotFoundError, ValueError) as error:
         fail(str(error), EXIT_USAGE, as_json=json)
 
-    settings = settings_or_exit(config, db_url=db)
+    settings = settings_or_exit(config, as_json=json, db_url=db)
     engine = open_database(settings.db_url, as_json=json, pool_size=1, max_overflow=0)
     try:
         report = run_diagnostics(engine, options)
@@ -314,7 +314,7 @@ def check_credentials_command(
     from cowrieprocessor.diagnostics import check_credentials
 
     setup_logging(verbose)
-    settings = settings_or_exit(config)
+    settings = settings_or_exit(config, as_json=json)
     names = tuple(part.strip() for part in services.split(",")) if services else SERVICE_NAMES
     unknown = [name for name in names if name not in SERVICE_NAMES]
     if unknown:

@@ -211,6 +211,7 @@ def refresh_command(
     mode = Mode.ALL if all_rows else Mode.STALE if stale else Mode.ONLY_MISSING
     settings = settings_or_exit(
         config,
+        as_json=json,
         db_url=db,
         cache_dir=cache_dir,
         status_dir=status_dir,

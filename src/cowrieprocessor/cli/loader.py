@@ -71,7 +71,9 @@ def ingest(
     from cowrieprocessor.safetext import printable
 
     setup_logging(verbose)
-    settings = settings_or_exit(config, db_url=db, sensor=sensor, batch_size=batch_size)
+    settings = settings_or_exit(
+        config, as_json=json, db_url=db, sensor=sensor, batch_size=batch_size
+    )
     engine = open_database(settings.db_url, as_json=json, pool_size=1, max_overflow=1)
 
     show_progress = sys.stderr.isatty() and not json
