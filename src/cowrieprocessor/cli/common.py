@@ -28,7 +28,11 @@ if TYPE_CHECKING:
 
 
 class _Argument(TyperArgument):
-    """An argument shown by its metavar alone (``PATH...``), not by its Python type."""
+    """An argument shown by its metavar alone (``PATH...``), not by its Python type.
+
+    Overrides two methods of Typer's own argument class (the version is locked in
+    uv.lock); tests/cli/test_help.py fails should an upgrade change them.
+    """
 
     def display_type_rich(self, ctx: Any) -> str | None:
         return None if self.metavar else super().display_type_rich(ctx)
