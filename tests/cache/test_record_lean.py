@@ -25,8 +25,8 @@ from cowrieprocessor.enrichment.cache import CacheEntry, ManualClock, entry_to_r
 from cowrieprocessor.enrichment.cache.database import EnrichmentDatabaseCache
 from cowrieprocessor.enrichment.cache.record import (
     _checked_entry,
-    _lean_entry,
     entry_from_record,
+    lean_entry,
 )
 from cowrieprocessor.enrichment.cache.rows import dump_payload, key_hash, load_payload
 from cowrieprocessor.enrichment.outcome import Outcome, Status
@@ -145,7 +145,7 @@ def assert_same_entry(left: CacheEntry, right: CacheEntry) -> None:
 def test_the_lean_path_takes_every_written_record_and_agrees(entry: CacheEntry) -> None:
     record = entry_to_record(entry)
 
-    lean = _lean_entry(copy.deepcopy(record))
+    lean = lean_entry(copy.deepcopy(record))
 
     assert lean is not None
     assert_same_entry(lean, _checked_entry(copy.deepcopy(record)))
@@ -179,12 +179,12 @@ def test_a_damaged_record_gets_the_same_verdict_and_reason(
     if reason is not None:
         # Rejected by the full checks: the lean path must not accept it, and the public
         # function gives the same reason as before.
-        assert _lean_entry(copy.deepcopy(record)) is None
+        assert lean_entry(copy.deepcopy(record)) is None
         with pytest.raises(ValueError) as raised:
             entry_from_record(copy.deepcopy(record))
         assert str(raised.value) == reason
         return
-    lean = _lean_entry(copy.deepcopy(record))
+    lean = lean_entry(copy.deepcopy(record))
     if lean is not None:
         assert_same_entry(lean, expected)
     assert_same_entry(entry_from_record(copy.deepcopy(record)), expected)

@@ -47,11 +47,11 @@ from cowrieprocessor.enrichment.cache.rows import key_hash, load_payload
 from cowrieprocessor.enrichment.cache.ttl import Clock, TTLPolicy, system_clock
 from cowrieprocessor.enrichment.migrate_files import NOTE_KINDS, PROBLEM_KINDS, judge
 from cowrieprocessor.enrichment.migrate_io import (
+    BatchWriter,
     Chunk,
     ChunkResult,
     list_chunks,
     read_chunk,
-    write_batch,
 )
 
 logger = logging.getLogger(__name__)
@@ -249,14 +249,15 @@ def migrate_disk_cache(
         "started_at": (status or {}).get("started_at") if resumed else format_time(now),
         "progress": dict(done),
     }
-    rows: list[dict[str, Any]] = []
+    rows: list[tuple[Any, ...]] = []
+    writer = BatchWriter(engine)
     marks: list[tuple[str, str]] = []  # chunk ends, recorded once their rows are committed
     last_status = 0.0
 
     def flush(final: bool = False) -> None:
         nonlocal last_status
         if rows and not dry_run:
-            inserted = write_batch(engine, rows)
+            inserted = writer.write(rows)
             summary.migrated += inserted
             summary.already_present += len(rows) - inserted
         elif rows:

@@ -97,7 +97,7 @@ def entry_from_record(record: Any) -> CacheEntry:
             service or key that differs from its outcome's, or a non-definitive outcome.
     """
     if type(record) is dict:
-        entry = _lean_entry(record)
+        entry = lean_entry(record)
         if entry is not None:
             return entry
     return _checked_entry(record)
@@ -112,7 +112,7 @@ def _aware(text: str) -> datetime | None:
     return value.astimezone(UTC) if value.tzinfo is not None else None
 
 
-def _lean_entry(record: dict[str, Any]) -> CacheEntry | None:
+def lean_entry(record: dict[str, Any]) -> CacheEntry | None:
     """The entry of a record in the shape :func:`entry_to_record` writes, else None.
 
     Each test mirrors one of :func:`_checked_entry`'s, with exact types (JSON gives no
@@ -255,5 +255,6 @@ __all__ = [
     "entry_from_record",
     "entry_to_record",
     "format_time",
+    "lean_entry",
     "parse_time",
 ]
