@@ -158,7 +158,10 @@ def update_sessions(
     # CONFLICT merges them: far cheaper than a parameterised upsert per session.
     stage = _stage_table(conn)
     rows = [delta.as_row(now) for delta in deltas.values()]
-    bulk.insert_rows(conn, stage.name, _COLUMNS, ([row[c] for c in _COLUMNS] for row in rows))
+    staged = ([row[c] for c in _COLUMNS] for row in rows)
+    # On PostgreSQL the rows hold driver values already (no JSON but a null enrichment).
+    postgres = conn.dialect.name == "postgresql"
+    bulk.insert_rows(conn, stage.name, _COLUMNS, staged, converted=postgres)
     conn.execute(_merge_statement(conn.dialect.name, stage))
     if conn.dialect.name != "postgresql":
         conn.exec_driver_sql(f"DROP TABLE temp.{stage.name}")

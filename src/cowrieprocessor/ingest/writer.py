@@ -287,7 +287,8 @@ class BatchWriter:
             ("files", _FILE_COLUMNS, files),
         ):
             if rows:
-                bulk.insert_rows(conn, table, columns, rows)
+                # On PostgreSQL these hold driver values already (text, times, flags).
+                bulk.insert_rows(conn, table, columns, rows, converted=self.postgres)
 
     # Dead letters and checkpoints -------------------------------------------------------
 
