@@ -86,7 +86,37 @@ def run_loader(url: str, path: Path, batch_size: int) -> dict[str, float]:
         "events_per_second": round(summary["events_loaded"] / elapsed),
         "loader_events_per_second": summary["events_per_second"],
         "peak_rss_mib": round(peak_kib / 1024, 1),
+        # The loader's own CPU time per event (user + system, all its threads): unlike
+        # wall time, it hardly changes when other work shares the machine.
+        "loader_cpu_us_per_event": round(
+            (usage.ru_utime + usage.ru_stime) / max(summary["events_loaded"], 1) * 1e6, 1
+        ),
+        "server_cpu_us_per_event": None,
     }
+
+
+def postgres_cpu_seconds() -> float | None:
+    """CPU time used so far by every PostgreSQL server process on this machine (Linux
+    /proc; None elsewhere or when the server runs on another host). Processes that end
+    in between are lost, so other work on the same server makes this approximate."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return None
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    found = False
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if not (entry / "comm").read_text().startswith("postgres"):
+                continue
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+        found = True
+    return total / ticks if found else None
 
 
 def fresh_pg(url: str, name: str) -> str:
@@ -116,7 +146,12 @@ def main() -> None:
             print("sqlite", results["sqlite"], flush=True)
         if args.only in (None, "postgresql"):
             url = fresh_pg(args.pg_url, args.pg_db)
+            before = postgres_cpu_seconds()
             results["postgresql"] = run_loader(url, data, args.batch_size)
+            after = postgres_cpu_seconds()
+            if before is not None and after is not None:
+                per_event = (after - before) / max(results["postgresql"]["events"], 1)
+                results["postgresql"]["server_cpu_us_per_event"] = round(per_event * 1e6, 1)
             print("postgresql", results["postgresql"], flush=True)
         print(json.dumps({"input_events": written, "results": results}, indent=2))
 
