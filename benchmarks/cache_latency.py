@@ -83,14 +83,52 @@ def lookups(name: str, cache: Cache, keys: list[str], passes: int) -> dict[str, 
     return {**best, "p50_us_passes": [r["p50_us"] for r in results]}
 
 
-def batches(name: str, cache: Cache, keys: list[str], size: int, passes: int) -> dict[str, object]:
+def server_seconds(database: str | None) -> float:
+    """CPU seconds used so far by the PostgreSQL backends serving ``database``, read from
+    /proc (the server runs on this machine); 0 when there is none to read."""
+    if database is None:
+        return 0.0
+    admin = PG_ADMIN.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        pids = [
+            row[0]
+            for row in conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = %s", (database,)
+            )
+        ]
+    ticks = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def batches(
+    name: str,
+    cache: Cache,
+    keys: list[str],
+    size: int,
+    passes: int,
+    database: str | None = None,
+) -> dict[str, object]:
     """``get_many`` of every key in batches of ``size``, ``passes`` times; the fastest pass
-    is reported with every pass's rate beside it."""
+    is reported with every pass's rate beside it.
+
+    CPU time per key is measured too: this process's, and for PostgreSQL the server's
+    (``database`` names the benchmark database). Unlike the rate, it hardly depends on
+    what else the machine runs; ``keys_per_second_if_alone`` is what the rate would be
+    with a core to spare for each side, since a batch waits for the server.
+    """
     results = []
     for _ in range(passes):
         order = keys[:]
         random.shuffle(order)
         times = []
+        server_before = server_seconds(database)
+        cpu_before = time.process_time()
         started_all = time.perf_counter()
         for start in range(0, len(order), size):
             chunk = order[start : start + size]
@@ -99,6 +137,8 @@ def batches(name: str, cache: Cache, keys: list[str], size: int, passes: int) ->
             times.append(time.perf_counter_ns() - started)
             assert len(found) == len(chunk)
         total = time.perf_counter() - started_all
+        client_us = (time.process_time() - cpu_before) / len(keys) * 1e6
+        server_us = (server_seconds(database) - server_before) / len(keys) * 1e6
         times.sort()
         results.append(
             {
@@ -108,10 +148,22 @@ def batches(name: str, cache: Cache, keys: list[str], size: int, passes: int) ->
                 "keys_per_second": round(len(keys) / total),
                 "p50_ms_per_batch": round(times[len(times) // 2] / 1e6, 2),
                 "p99_ms_per_batch": round(times[int(len(times) * 0.99)] / 1e6, 2),
+                "client_cpu_us_per_key": round(client_us, 1),
+                "server_cpu_us_per_key": round(server_us, 1),
+                "keys_per_second_if_alone": round(1e6 / (client_us + server_us)),
             }
         )
     best = max(results, key=lambda r: int(str(r["keys_per_second"])))
-    return {**best, "keys_per_second_passes": [r["keys_per_second"] for r in results]}
+    return {
+        **best,
+        "keys_per_second_passes": [r["keys_per_second"] for r in results],
+        "cpu_us_per_key_passes": [
+            round(
+                float(str(r["client_cpu_us_per_key"])) + float(str(r["server_cpu_us_per_key"])), 1
+            )
+            for r in results
+        ],
+    }
 
 
 def percentiles(name: str, op: str, passes: list[list[int]]) -> dict[str, object]:
@@ -162,19 +214,25 @@ def round_trip_floor(name: str, url: str, count: int, passes: int) -> dict[str, 
 
 
 def measure(
-    name: str, make: Callable[[], Cache], keys: list[str], batch: int, passes: int
+    name: str,
+    make: Callable[[], Cache],
+    keys: list[str],
+    batch: int,
+    passes: int,
+    database: str | None = None,
 ) -> None:
     cache = make()
     fill(cache, keys)
     print(json.dumps(lookups(name, cache, keys, passes)), flush=True)
-    print(json.dumps(batches(name, cache, keys, batch, passes)), flush=True)
+    print(json.dumps(batches(name, cache, keys, batch, passes, database)), flush=True)
     cache.close()
 
 
 def measure_database(name: str, engine: Engine, keys: list[str], batch: int, passes: int) -> None:
-    measure(name, lambda: EnrichmentDatabaseCache(engine), keys, batch, passes)
+    database = engine.url.database if engine.dialect.name == "postgresql" else None
+    measure(name, lambda: EnrichmentDatabaseCache(engine), keys, batch, passes, database)
     deferred = EnrichmentDatabaseCache(engine, hit_flush_count=10**9, hit_flush_seconds=1e9)
-    result = batches(name, deferred, keys, batch, passes)
+    result = batches(name, deferred, keys, batch, passes, database)
     result["op"] = f"get_many({batch}), hit counts written at close"
     print(json.dumps(result), flush=True)
     deferred.close()

@@ -1,11 +1,14 @@
 """The two halves of the migration's pipeline: reading chunks of files, writing batches.
 
-Reading is CPU-bound (parse, check, re-encode) and runs in worker processes, one chunk
-of at most :data:`CHUNK_FILES` files of one shard per task. Writing runs in the parent,
-in one short transaction per batch, below the ORM: SQLite ``executemany`` and PostgreSQL
-``COPY`` into a temporary staging table followed by ``INSERT ... SELECT ... ON CONFLICT
-DO NOTHING``. Both count the rows actually inserted, so rows already present (a worker's
-or an earlier run's) are counted apart and never replaced.
+Reading is CPU-bound (parse, check, build the row) and runs in worker processes, one chunk
+of at most :data:`CHUNK_FILES` files of one shard per task; files of the current layout
+take a fast path, every other file the thorough classification of :mod:`.migrate_files`.
+Writing runs in the parent, in one short transaction per batch, below the ORM: SQLite
+``executemany``, and on PostgreSQL a ``COPY`` straight into the table, or, when a key of
+the batch is already present, into a temporary staging table followed by ``INSERT ...
+SELECT ... ON CONFLICT DO NOTHING`` (see :class:`BatchWriter`). Both count the rows
+actually inserted, so rows already present (a worker's or an earlier run's) are counted
+apart and never replaced.
 """
 
 from __future__ import annotations
