@@ -5,11 +5,13 @@ found by (``service``, ``cache_key_hash``); see :mod:`.rows` for what the column
 and why the payload is serialised by hand.
 
 Concurrency: a store is one ``INSERT ... ON CONFLICT DO UPDATE`` (last writer wins, no
-read-then-insert race). A read is one ``SELECT``; reads never write. Hits are counted in
-memory and added to ``hit_count`` and ``accessed_at`` in one batched ``UPDATE`` every
-:attr:`EnrichmentDatabaseCache.hit_flush_count` hits or ``hit_flush_seconds`` seconds,
-and on :meth:`~EnrichmentDatabaseCache.close`; counts of a process killed in between are
-lost, which only understates the statistics. On SQLite every transaction begins with
+read-then-insert race). A read is one ``SELECT`` (see :mod:`.reads`); reads never write.
+Hits are counted in memory and added to ``hit_count`` and ``accessed_at`` in one batched
+``UPDATE`` every :attr:`EnrichmentDatabaseCache.hit_flush_count` hits or
+``hit_flush_seconds`` seconds, and on :meth:`~EnrichmentDatabaseCache.close`; counts of a
+process killed in between are lost, which only understates the statistics. The flush runs
+in the read that makes it due and, with many distinct keys, costs more than the reads
+(see the benchmarks README). On SQLite every transaction begins with
 ``BEGIN IMMEDIATE`` and waits up to the busy timeout for another process's lock (see
 :mod:`cowrieprocessor.db.engine`), so "database is locked" does not reach the caller.
 
