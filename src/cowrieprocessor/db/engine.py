@@ -2,11 +2,15 @@
 
 SQLite is opened in WAL mode with a busy timeout, so several processes can read while
 one writes and a writer waits for the lock instead of failing with "database is locked".
-PostgreSQL URLs of any spelling (``postgres://``, ``postgresql://``) use psycopg 3.
+PostgreSQL URLs of any spelling (``postgres://``, ``postgresql://``) use psycopg 3, and
+a connection attempt gives up after :data:`PG_CONNECT_TIMEOUT_SECONDS` (a host that drops
+packets would otherwise hold the command for over two minutes) unless the URL's
+``connect_timeout`` query parameter or the ``PGCONNECT_TIMEOUT`` variable says otherwise.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -19,6 +23,8 @@ from sqlalchemy.exc import ArgumentError
 
 #: How long a SQLite writer waits for another process's lock before giving up.
 SQLITE_BUSY_TIMEOUT_MS = 60_000
+#: Seconds a PostgreSQL connection attempt may take (TCP, TLS and authentication).
+PG_CONNECT_TIMEOUT_SECONDS = 10
 
 
 def _json_dumps(value: Any) -> str:
@@ -66,8 +72,10 @@ def create_engine(url: str, *, pool_size: int = 5, max_overflow: int = 5) -> Eng
     """Create an engine for ``url``.
 
     For SQLite the parent directory of the file is created if missing. For PostgreSQL the
-    pool holds at most ``pool_size + max_overflow`` connections per process; see
-    docs/refresh.md for sizing many workers against one server.
+    pool holds at most ``pool_size + max_overflow`` connections per process (see
+    docs/refresh.md for sizing many workers against one server), and each connection
+    attempt fails after the connect timeout (see the module docstring) with
+    ``OperationalError``.
     """
     url = normalise_url(url)
     parsed = make_url(url)
@@ -83,12 +91,15 @@ def create_engine(url: str, *, pool_size: int = 5, max_overflow: int = 5) -> Eng
         event.listen(engine, "connect", _sqlite_on_connect)
         event.listen(engine, "begin", _sqlite_on_begin)
         return engine
+    # The operator's own timeout, in the URL or libpq's variable, is left to psycopg.
+    chosen = "connect_timeout" in parsed.query or os.environ.get("PGCONNECT_TIMEOUT")
     return sa_create_engine(
         url,
         json_serializer=_json_dumps,
         pool_size=pool_size,
         max_overflow=max_overflow,
         pool_pre_ping=True,
+        connect_args={} if chosen else {"connect_timeout": PG_CONNECT_TIMEOUT_SECONDS},
     )
 
 
