@@ -1,6 +1,6 @@
 """Enrichment diagnostics: the ten queries as functions returning plain records, the
-health thresholds, and the advice derived from stored outcomes. Rendering is the
-CLI's job (:mod:`cowrieprocessor.cli.enrich_diagnose`).
+health thresholds, and the advice derived from stored outcomes. Rendering (terminal
+tables, Markdown) is the CLI's job (:mod:`cowrieprocessor.cli.diagnose_render`).
 """
 
 from cowrieprocessor.diagnostics.credentials import CredentialCheck, check_credentials

@@ -3,8 +3,11 @@
 The thresholds are the operators' runbook: sessions at least 90 % (goal 95 %), DShield
 95 %, URLhaus 90 %, SPUR 80 %, VirusTotal 80 % of files, HIBP 80 % of passwords, at most
 1 % of input lines as unresolved dead letters, and no row whose flags contradict its
-data. Each can be changed with ``COWRIEPROC_DIAG_<NAME>`` (for example
-``COWRIEPROC_DIAG_MIN_DSHIELD=90``) or a ``cowrie-enrich diagnose`` option.
+data. Each can be changed, highest precedence first, by a ``cowrie-enrich diagnose``
+option, a ``COWRIEPROC_DIAG_<NAME>`` variable (for example
+``COWRIEPROC_DIAG_MIN_DSHIELD=90``) or a ``diag_<name>`` key of the config file. This
+module reads only the variables (:meth:`Thresholds.from_env`); the command merges the
+file's keys and its options (``cli/enrich_diagnose.py``).
 """
 
 from __future__ import annotations
