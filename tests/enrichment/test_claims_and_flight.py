@@ -87,6 +87,37 @@ def test_finished_claims_keep_a_run_off_and_let_the_next_run_in(engine: Engine) 
     assert next_run.claim("files", ["7"]) == {"7"}
 
 
+def test_rows_a_dead_run_held_are_waited_for_and_taken_over_by_the_next_run(
+    engine: Engine,
+) -> None:
+    clock = Clock()
+    lease = timedelta(seconds=30)
+    dead = RowClaims(engine, "run-1", worker="w1", lease=lease, now=clock)
+    other = RowClaims(engine, "run-2", worker="w2", lease=lease, now=clock)
+    rerun = RowClaims(engine, "run-3", worker="w3", lease=lease, now=clock)
+    assert dead.claim("sessions", ["1", "2"]) == {"1", "2"}
+    clock.moment += timedelta(seconds=10)
+    assert other.claim("sessions", ["3"]) == {"3"}
+
+    # run-1 lost its database holding rows 1 and 2; run-2 is alive and working on row 3.
+    assert rerun.claim("sessions", ["1", "2", "3", "4"]) == {"4"}
+    assert rerun.elsewhere == {"sessions": {"1", "2", "3"}}
+    with engine.begin() as conn:
+        assert rerun.finish(conn, "sessions", {"4"}) == {"4"}
+    assert rerun.unfinished("sessions") == ([], T0 + lease)
+
+    with engine.begin() as conn:  # run-2 writes its row: nothing left to wait for there
+        assert other.finish(conn, "sessions", {"3"}) == {"3"}
+    clock.moment = T0 + lease
+    assert rerun.unfinished("sessions") == (["1", "2"], None)
+    assert rerun.elsewhere == {"sessions": {"1", "2"}}
+    assert rerun.claim("sessions", ["1", "2"]) == {"1", "2"}
+    assert rerun.elsewhere == {"sessions": set()}
+    with engine.begin() as conn:
+        assert rerun.finish(conn, "sessions", {"1", "2"}) == {"1", "2"}
+    assert rerun.unfinished("sessions") == ([], None)
+
+
 def test_given_back_claims_are_free_at_once_and_renewal_moves_the_lease(
     engine: Engine,
 ) -> None:

@@ -20,9 +20,11 @@ Concurrency:
 A claim can be taken when its row has no claim, when its lease has ended without the
 row being written (the worker died or hung: its work is taken over), or when it was
 finished by another run (the row's own state then decides). A claim finished in the
-same run keeps the row from being done twice. A worker whose lease ended and whose
-row was taken over does not write that row: :meth:`RowClaims.finish` tells it which rows
-are still its own.
+same run keeps the row from being done twice. Rows another run holds are not skipped
+for good: at the end of its walk a worker waits for their leases and takes over those
+left unfinished, so a rerun after a run that died (or lost its database) completes. A
+worker whose lease ended and whose row was taken over does not write that row:
+:meth:`RowClaims.finish` tells it which rows are still its own.
 
 Leases are timed by this host's clock; hosts sharing a database must keep their clocks
 in step (NTP), within a small part of the lease.
@@ -98,6 +100,10 @@ class RowClaims:
         self._pg = is_postgres(engine)
         #: Claims whose rows this worker lost to another after its lease ended.
         self.lost = 0
+        #: Per kind, keys this worker wanted that another run held (or was claiming):
+        #: the end of the walk waits for them (:meth:`unfinished`), so rows held by a
+        #: run that died are taken over rather than left undone.
+        self.elsewhere: dict[str, set[str]] = {}
 
     # Taking claims ---------------------------------------------------------------------
 
@@ -119,7 +125,14 @@ class RowClaims:
         if self._pg:
             query = query.with_for_update(skip_locked=True)
         with self.engine.begin() as conn:
-            free = [r.row_key for r in conn.execute(query) if self._free(r, moment)]
+            found = conn.execute(query).all()
+            free = [r.row_key for r in found if self._free(r, moment)]
+            # Not taken and not this run's: another run's claim, or a row locked by a
+            # claimer at this moment (skipped, so of unknown run).
+            ours = {r.row_key for r in found if r.run_id == self.run_id}
+            held = set(wanted) - set(free) - ours
+            if held:
+                self.elsewhere.setdefault(kind, set()).update(held)
             if free:
                 conn.execute(
                     update(CLAIMS)
@@ -131,6 +144,7 @@ class RowClaims:
                         finished_at=None,
                     )
                 )
+        self.elsewhere.get(kind, set()).difference_update(free)
         logger.debug("%s: claimed %d of %d %s", self.worker, len(free), len(wanted), kind)
         return set(free)
 
@@ -229,15 +243,27 @@ class RowClaims:
     # The end of a walk -----------------------------------------------------------------
 
     def unfinished(self, kind: str) -> tuple[list[str], datetime | None]:
-        """This run's claims of ``kind`` not yet finished: (keys whose lease ended,
-        the earliest end of a live lease held by another worker or None)."""
+        """Claims of ``kind`` not yet finished, of this run and of the rows another run
+        held when this worker wanted them (:attr:`elsewhere`): (keys whose lease ended,
+        the earliest end of a live lease held by another worker or None).
+
+        A row whose claim was finished since is dropped from :attr:`elsewhere`: its run
+        wrote it, or found nothing to do.
+        """
         c = CLAIMS.c
         moment = self.now()
-        query = select(c.row_key, c.lease_until).where(
-            c.kind == kind, c.run_id == self.run_id, c.finished_at.is_(None)
+        query = select(c.row_key, c.run_id, c.lease_until, c.finished_at).where(
+            c.kind == kind,
+            or_(
+                and_(c.run_id == self.run_id, c.finished_at.is_(None)),
+                c.row_key.in_(sorted(self.elsewhere.get(kind, ()))),
+            ),
         )
         with self.engine.begin() as conn:
             rows = conn.execute(query.order_by(c.row_key)).all()
+        held = self.elsewhere.get(kind, set())
+        held.difference_update(r.row_key for r in rows if r.finished_at is not None)
+        rows = [r for r in rows if r.finished_at is None]
         expired = [r.row_key for r in rows if r.lease_until <= moment]
         live = [r.lease_until for r in rows if r.lease_until > moment]
         return expired, min(live) if live else None
@@ -314,7 +340,9 @@ class PageClaims:
         rows_of: Callable[[list[str]], list[Any]],
         do_page: Callable[[list[Any], bool], bool],
     ) -> None:
-        """Take over rows of this run whose leases ended; wait while others hold live ones.
+        """Take over rows of this run, and rows another run held when this worker wanted
+        them, whose leases ended; wait while others hold live ones (a run that died
+        renews nothing, so that is at most one lease).
 
         ``do_page(rows, True)`` works a page of taken-over rows and returns True when the
         job's row limit is reached (the sweep then stops).
@@ -328,10 +356,16 @@ class PageClaims:
                     len(expired),
                     kind,
                 )
+                # Claiming them again records those still held elsewhere; a row that is
+                # gone is not, so the sweep cannot wait on it forever.
+                self.claims.elsewhere.get(kind, set()).difference_update(expired)
                 if do_page(rows_of(expired), True):
                     return
                 continue
             if live_until is None:
                 return
             remaining = (live_until - self.claims.now()).total_seconds()
+            logger.debug(
+                "%s: waiting %.1f s for a lease on %s", self.claims.worker, remaining, kind
+            )
             time.sleep(min(max(remaining, 0.05), 1.0))
