@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from cowrieprocessor.cli import db as db_cli
 from cowrieprocessor.cli import enrich, loader
-from cowrieprocessor.cli.common import error_text
+from cowrieprocessor.db.errors import error_text
 from tests.conftest import PG_ADMIN_URL
 from tests.conftest import _require_pg as require_pg
 

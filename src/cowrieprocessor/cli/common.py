@@ -1,8 +1,9 @@
 """What every command shares: options, the JSON summary, errors and exit codes.
 
 Exit codes: 0 success (warnings allowed), 1 the work failed or, where a command says
-so, the result is unhealthy, 2 bad usage or the command could not start (for example
-the database schema does not match the code).
+so, the result is unhealthy, 2 bad usage, the command could not start (for example
+the database schema does not match the code) or the database could no longer be used
+while it ran (see :func:`database_loss_exits`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -18,6 +21,8 @@ import typer
 from rich.console import Console
 from rich.text import Text
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
+
+from cowrieprocessor.db.errors import error_text, lost_database
 
 # SQLAlchemy, pydantic-settings and the schema code are imported inside the functions
 # that use them: `--help` and a mistyped option then answer in a fraction of the time.
@@ -161,27 +166,28 @@ def _dispose(engine: Engine | None) -> None:
         engine.dispose()
 
 
-def error_text(error: BaseException, url: str | None = None) -> str:
-    """``error`` as one line for an operator: the driver's own message when SQLAlchemy
-    wraps one (without the statement and the link to SQLAlchemy's error pages), line
-    breaks folded, and the password of ``url`` replaced by ``***`` should it appear."""
-    # DBAPIError keeps the driver's exception in .orig; its str() adds SQL and a link.
-    original = getattr(error, "orig", None)
-    text = str(original if isinstance(original, BaseException) else error)
-    lines = [line for line in text.splitlines() if not line.lstrip().startswith("(Background")]
-    text = " ".join(" ".join(lines).split())
-    text = text or type(error).__name__
-    password = _password(url) if url else None
-    return text.replace(password, "***") if password else text
+@contextmanager
+def database_loss_exits(
+    url: str, *, as_json: bool, during: str, kept: str | None = None
+) -> Iterator[None]:
+    """End the command with exit 2 and one line when the database at ``url`` stops being
+    usable inside the block (see :func:`lost_database`); other errors pass through.
 
-
-def _password(url: str) -> str | None:
-    from sqlalchemy.engine import make_url
+    The line names the database (no password), ``during`` (what was being done), the
+    driver's message, and ``kept``: what stays committed and how a rerun goes on, for
+    commands where that is true. The traceback is logged at debug level (``--verbose``).
+    """
+    from cowrieprocessor.db.engine import redact_url
 
     try:
-        return make_url(url).password
-    except Exception:  # not a URL at all: then it holds no password we could find
-        return None
+        yield
+    except Exception as error:
+        found = lost_database(error)
+        if found is None:
+            raise
+        logging.getLogger(__name__).debug("the database failed %s", during, exc_info=True)
+        message = f"the database {redact_url(url)} failed {during}: {error_text(found, url)}"
+        fail(message + (f"; {kept}" if kept else ""), EXIT_USAGE, as_json=as_json)
 
 
 def settings_or_exit(config: Path | None, *, as_json: bool = False, **overrides: Any) -> Settings:

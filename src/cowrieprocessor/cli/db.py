@@ -16,11 +16,11 @@ from cowrieprocessor.cli.common import (
     JsonOption,
     console,
     emit_json,
-    error_text,
     fail,
     open_database,
     settings_or_exit,
 )
+from cowrieprocessor.db.errors import error_text
 
 # SQLAlchemy and alembic are imported by the commands, so --help stays fast.
 if TYPE_CHECKING:

@@ -1,7 +1,9 @@
 """`cowrie-enrich migrate-cache` and `cowrie-enrich cache stats|cleanup|invalidate`.
 
 Exit codes follow :mod:`cowrieprocessor.cli.common`; ``migrate-cache --validate`` exits 1
-when it finds differences.
+when it finds differences. Should the database fail while a command runs (connection
+lost, server gone), it ends with exit code 2 and one line saying what stays: migrated
+batches (a rerun resumes from the status file), rows removed so far.
 """
 
 from __future__ import annotations
@@ -25,13 +27,14 @@ from cowrieprocessor.cli.common import (
     JsonOption,
     VerboseOption,
     console,
+    database_loss_exits,
     emit_json,
-    error_text,
     fail,
     open_database,
     settings_or_exit,
     setup_logging,
 )
+from cowrieprocessor.db.errors import error_text
 from cowrieprocessor.safetext import printable
 
 # The cache backends and SQLAlchemy are imported by the commands, so
@@ -45,6 +48,8 @@ if TYPE_CHECKING:
 
 #: ``cowrieprocessor.enrichment.migrate.DEFAULT_BATCH_SIZE`` (tests/cli check).
 MIGRATE_BATCH_SIZE = 1000
+#: What stays when the database fails during a removal done in batches.
+_REMOVED_KEPT = "the rows removed until then stay removed, and a rerun removes the rest"
 
 cache_app = typer.Typer(
     cls=Group,
@@ -154,15 +159,23 @@ def migrate_cache(
     status = migrate.read_status(settings.status_dir)
     if migration_id is None and status is not None:
         migration_id = status.get("migration_id")
+    if rollback:
+        during, kept = "during the rollback", _REMOVED_KEPT
+    elif validate or dry_run:
+        during, kept = "during the " + ("validation" if validate else "dry run"), None
+    else:
+        during = "during the migration"
+        kept = "the batches committed until then are kept, and a rerun goes on from there"
     try:
-        if rollback:
-            _rollback(engine, settings, migration_id, json)
-        elif validate:
-            assert from_disk is not None
-            _validate(engine, settings, from_disk, migration_id, sample, json)
-        else:
-            assert from_disk is not None
-            _migrate(engine, settings, from_disk, batch_size, workers, dry_run, json)
+        with database_loss_exits(settings.db_url, as_json=json, during=during, kept=kept):
+            if rollback:
+                _rollback(engine, settings, migration_id, json)
+            elif validate:
+                assert from_disk is not None
+                _validate(engine, settings, from_disk, migration_id, sample, json)
+            else:
+                assert from_disk is not None
+                _migrate(engine, settings, from_disk, batch_size, workers, dry_run, json)
     except SQLAlchemyError as error:
         fail(f"database error: {error_text(error, settings.db_url)}", as_json=json)
     except ValueError as error:
@@ -360,22 +373,23 @@ def stats(
     caches, engine = _tiers(settings, tier, json)
     result: dict[str, Any] = {"ok": True}
     try:
-        for name, cache in caches.items():
-            found = cache.stats()
-            hits = cache.hit_counts() if isinstance(cache, EnrichmentDatabaseCache) else {}
-            entry = found.to_dict()
-            for service, counts in hits.items():
-                if service in entry["services"]:
-                    entry["services"][service].update(counts)
-                    entries = entry["services"][service]["entries"]
-                    entry["services"][service]["read_share"] = round(
-                        counts["entries_hit"] / entries, 4
-                    )
-            result[name] = entry
-            if not json:
-                # A pipe or log file gets 120 columns rather than 80, so no header is cut.
-                wide = console if console.is_terminal else Console(stderr=True, width=120)
-                wide.print(_stats_table(name, found, hits))
+        with database_loss_exits(settings.db_url, as_json=json, during="reading the cache"):
+            for name, cache in caches.items():
+                found = cache.stats()
+                hits = cache.hit_counts() if isinstance(cache, EnrichmentDatabaseCache) else {}
+                entry = found.to_dict()
+                for service, counts in hits.items():
+                    if service in entry["services"]:
+                        entry["services"][service].update(counts)
+                        entries = entry["services"][service]["entries"]
+                        entry["services"][service]["read_share"] = round(
+                            counts["entries_hit"] / entries, 4
+                        )
+                result[name] = entry
+                if not json:
+                    # A pipe or log file gets 120 columns rather than 80, so no header is cut.
+                    wide = console if console.is_terminal else Console(stderr=True, width=120)
+                    wide.print(_stats_table(name, found, hits))
     except SQLAlchemyError as error:
         fail(f"database error: {error_text(error, settings.db_url)}", as_json=json)
     finally:
@@ -403,9 +417,13 @@ def cleanup(
     settings = settings_or_exit(config, as_json=json, db_url=db)
     caches, engine = _tiers(settings, tier, json)
     removed: dict[str, int] = {}
+    lost = database_loss_exits(
+        settings.db_url, as_json=json, during="during the cleanup", kept=_REMOVED_KEPT
+    )
     try:
-        for name, cache in caches.items():
-            removed[name] = cache.cleanup_expired(batch_size=batch_size)
+        with lost:
+            for name, cache in caches.items():
+                removed[name] = cache.cleanup_expired(batch_size=batch_size)
     except SQLAlchemyError as error:
         fail(f"database error: {error_text(error, settings.db_url)}", as_json=json)
     finally:
@@ -455,9 +473,15 @@ def invalidate(
     caches, engine = _tiers(settings, tier, json)
     before = datetime.now(UTC) - timedelta(days=older_than) if older_than is not None else None
     removed: dict[str, int] = {}
+    lost = database_loss_exits(
+        settings.db_url, as_json=json, during="during the invalidation", kept=_REMOVED_KEPT
+    )
     try:
-        for name, cache in caches.items():
-            removed[name] = cache.invalidate(service, key=key, stored_before=before, status=status)
+        with lost:
+            for name, cache in caches.items():
+                removed[name] = cache.invalidate(
+                    service, key=key, stored_before=before, status=status
+                )
     except ValueError as error:
         fail(str(error), EXIT_USAGE, as_json=json)
     except SQLAlchemyError as error:

@@ -1,7 +1,8 @@
 """`cowrie-enrich diagnose` and `cowrie-enrich check-credentials`.
 
 Exit codes: 0 healthy, 1 a threshold was missed (or a configured key failed), 2 the
-diagnosis itself could not run (bad options, unreachable database, wrong schema).
+diagnosis itself could not run (bad options, unreachable database, wrong schema, the
+database lost while it ran).
 """
 
 from __future__ import annotations
@@ -24,13 +25,14 @@ from cowrieprocessor.cli.common import (
     JsonOption,
     VerboseOption,
     console,
+    database_loss_exits,
     emit_json,
-    error_text,
     fail,
     open_database,
     settings_or_exit,
     setup_logging,
 )
+from cowrieprocessor.db.errors import error_text
 from cowrieprocessor.db.textrule import decode_text
 
 # The diagnostics (SQLAlchemy, httpx for check-credentials) are imported by the commands,
@@ -171,7 +173,10 @@ def diagnose(
     settings = settings_or_exit(config, as_json=json, db_url=db)
     engine = open_database(settings.db_url, as_json=json, pool_size=1, max_overflow=0)
     try:
-        report = run_diagnostics(engine, options)
+        with database_loss_exits(settings.db_url, as_json=json, during="during the diagnosis"):
+            report = run_diagnostics(engine, options)
+    except typer.Exit:  # the line is printed already
+        raise
     except Exception as error:  # connection refused, permissions, a damaged database
         fail(
             f"diagnosis failed on {redact_url(settings.db_url)}: "

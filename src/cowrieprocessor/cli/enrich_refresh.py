@@ -1,15 +1,16 @@
 """`cowrie-enrich refresh`: the enrichment backfill (see docs/refresh.md).
 
 Exit codes: 0 done (some lookups may have failed), 1 a service failed for every lookup it
-attempted (or, with ``--workers``, a worker died; its rows were taken over), 2 bad usage
-or the database could not be opened, 130 interrupted (Ctrl-C; everything committed so far
-stays, and a rerun goes on from there).
+attempted (or, with ``--workers``, a worker died; its rows were taken over), 2 bad usage,
+the database could not be opened or failed during the run (the outcomes stored until then
+stay, and a rerun goes on from there), 130 interrupted (Ctrl-C; likewise).
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -25,6 +26,7 @@ from cowrieprocessor.cli.common import (
     JsonOption,
     VerboseOption,
     console,
+    database_loss_exits,
     emit_json,
     fail,
     open_database,
@@ -260,7 +262,7 @@ def refresh_command(
         bar.update(task, completed=done, total=total or None, description=kind)
 
     try:
-        with bar:
+        with _lost(settings.db_url, json), bar:
             result = refresh(engine, settings, options, progress=on_progress)
     except KeyboardInterrupt:
         console.print("interrupted; committed rows are kept, run again to go on", markup=False)
@@ -309,6 +311,24 @@ def _run_workers(
         console.print("interrupted; committed rows are kept, run again to go on", markup=False)
         raise typer.Exit(EXIT_INTERRUPTED) from None
 
+    if result.database_lost is not None and len(result.died) == workers:
+        # Every worker is gone and the database is why: the line the single-process run
+        # prints, not a report of deaths.
+        fail(
+            f"the database {redact_url(settings.db_url)} failed during the refresh: "
+            f"{result.database_lost}; {_LOST_KEPT}",
+            EXIT_USAGE,
+            as_json=json,
+        )
+    if result.database_lost is not None and len(result.died) == workers:
+        # Every worker is gone and the database is why: the line the single-process run
+        # prints, not a report of deaths.
+        fail(
+            f"the database {redact_url(settings.db_url)} failed during the refresh: "
+            f"{result.database_lost}; {_LOST_KEPT}",
+            EXIT_USAGE,
+            as_json=json,
+        )
     if json:
         emit_json(result.as_dict() | {"db": redact_url(settings.db_url)})
     else:
@@ -319,7 +339,12 @@ def _run_workers(
             f"{data['cache']['shared']} answers shared between them",
             markup=False,
         )
-    if result.died:
+    if result.died and len(result.died) == workers:
+        console.print(
+            f"error: every worker died; {_LOST_KEPT}",
+            markup=False,
+        )
+    elif result.died:
         died = ", ".join(str(i) for i in result.died)
         console.print(f"error: worker(s) {died} died; their rows were taken over", markup=False)
     if result.failed_services:
@@ -327,6 +352,20 @@ def _run_workers(
         console.print(f"error: every lookup failed for: {failed}", markup=False)
     if result.exit_code:
         raise typer.Exit(result.exit_code)
+
+
+#: What stays when the database fails during a refresh.
+_LOST_KEPT = "the outcomes stored until then are kept, and a rerun goes on from there"
+
+
+def _lost(url: str, as_json: bool) -> AbstractContextManager[None]:
+    """Exit 2 with one line should the database fail during the run."""
+    return database_loss_exits(
+        url,
+        as_json=as_json,
+        during="during the refresh",
+        kept=_LOST_KEPT,
+    )
 
 
 def _services(text: str | None) -> tuple[str, ...]:

@@ -16,6 +16,7 @@ from cowrieprocessor.cli.common import (
     JsonOption,
     VerboseOption,
     console,
+    database_loss_exits,
     emit_json,
     fail,
     open_database,
@@ -65,7 +66,12 @@ def ingest(
     config: ConfigOption = None,
     verbose: VerboseOption = False,
 ) -> None:
-    """Load logs. Safe to rerun: what is already loaded is recognised and skipped."""
+    """Load logs. Safe to rerun: what is already loaded is recognised and skipped.
+
+    Should the database fail during the load (connection lost, server gone), the command
+    ends with exit code 2 and one line; the batches committed until then stay, with
+    their files' checkpoints, and a rerun goes on from there.
+    """
     from cowrieprocessor.db.engine import redact_url
     from cowrieprocessor.ingest.loader import Loader
     from cowrieprocessor.safetext import printable
@@ -77,7 +83,14 @@ def ingest(
     engine = open_database(settings.db_url, as_json=json, pool_size=1, max_overflow=1)
 
     show_progress = sys.stderr.isatty() and not json
-    with _progress(show_progress) as bar:
+    lost = database_loss_exits(
+        settings.db_url,
+        as_json=json,
+        during="during the load",
+        kept="the batches committed until then are kept with their files' checkpoints, "
+        "and a rerun goes on from there",
+    )
+    with lost, _progress(show_progress) as bar:
         task = bar.add_task("loading", total=None) if show_progress else None
 
         def on_progress(done: int, size: int, path: str) -> None:

@@ -37,6 +37,7 @@ import orjson
 
 from cowrieprocessor.config import Settings
 from cowrieprocessor.db.engine import create_engine
+from cowrieprocessor.db.errors import error_text, lost_database
 from cowrieprocessor.enrichment.claims import DEFAULT_LEASE, RowClaims, new_run_id
 from cowrieprocessor.enrichment.flight import SingleFlight
 from cowrieprocessor.enrichment.refresh import RefreshOptions, refresh
@@ -55,6 +56,8 @@ CACHE_READ_CONNECTIONS = 1
 CONNECTIONS_PER_WORKER = (
     WORKER_POOL_SIZE + WORKER_MAX_OVERFLOW + PG_POOL_MAX + CACHE_READ_CONNECTIONS
 )
+#: The key of a worker's message saying it lost the database (instead of a summary).
+_LOST = "database_lost"
 
 _COUNTED = ("memo_hits", "cache_hits", "cache_misses", "attempted", "failed", "api_calls")
 
@@ -78,6 +81,9 @@ class PoolResult:
 
     summary: dict[str, Any]
     died: list[int] = field(default_factory=list)
+    #: One line from a worker that ended because the database could no longer be used
+    #: (connection lost, server gone), or None; such a worker is also in ``died``.
+    database_lost: str | None = None
 
     @property
     def failed_services(self) -> list[str]:
@@ -136,13 +142,14 @@ def refresh_with_workers(
         process.start()
 
     summaries: dict[int, dict[str, Any]] = {}
+    lost: dict[int, str] = {}
     try:
         while any(p.is_alive() for p in processes):
-            _drain(results, summaries, timeout=0.5)
+            _drain(results, summaries, lost, timeout=0.5)
             _write_merged(directory, specs, summaries, started, "running")
         for process in processes:
             process.join()
-        _drain(results, summaries, timeout=0.1)
+        _drain(results, summaries, lost, timeout=0.1)
     except KeyboardInterrupt:
         for process in processes:
             process.join(timeout=30)
@@ -153,31 +160,53 @@ def refresh_with_workers(
 
     died = [i for i, p in enumerate(processes) if i not in summaries or p.exitcode != 0]
     for index in died:
-        logger.error("refresh worker %d ended with exit code %s", index, processes[index].exitcode)
+        if index in lost:  # the caller reports the loss, once for all workers
+            logger.info("refresh worker %d lost the database: %s", index, lost[index])
+        else:
+            code = processes[index].exitcode
+            logger.error("refresh worker %d ended with exit code %s", index, code)
     state = "failed" if died and len(died) == workers else "finished"
     merged = _write_merged(directory, specs, summaries, started, state)
     merged["run_id"] = run_id
     merged["workers"] = workers
     merged["died"] = died
-    return PoolResult(merged, died)
+    if lost:
+        merged["database_lost"] = lost[min(lost)]
+    return PoolResult(merged, died, lost[min(lost)] if lost else None)
 
 
 def worker_main(spec: WorkerSpec, results: Queue[tuple[int, dict[str, Any]]]) -> None:
-    """The body of one worker process: its own engine, limiters, claims and flight."""
+    """The body of one worker process: its own engine, limiters, claims and flight.
+
+    Should the database fail (see :func:`~cowrieprocessor.db.errors.lost_database`), the
+    worker sends the parent one line saying so instead of its summary and ends without
+    a traceback; what it committed stays. Any other error ends it as a death.
+    """
     logging.basicConfig(
         level=spec.log_level,
         format="%(asctime)s %(processName)s %(levelname)s %(name)s %(message)s",
     )
+    try:
+        _work(spec, results)
+    except Exception as error:
+        found = lost_database(error)
+        if found is None:
+            raise
+        logger.debug("refresh worker %d lost the database", spec.index, exc_info=True)
+        results.put((spec.index, {_LOST: error_text(found, spec.settings.db_url)}))
+
+
+def _work(spec: WorkerSpec, results: Queue[tuple[int, dict[str, Any]]]) -> None:
     engine = create_engine(
         spec.settings.db_url, pool_size=WORKER_POOL_SIZE, max_overflow=WORKER_MAX_OVERFLOW
     )
     limiters = shared_limiters(spec.settings.db_url)
-    claims = RowClaims(engine, spec.run_id, lease=timedelta(seconds=spec.lease_seconds))
-    if spec.index == 0:
-        removed = claims.remove_old()
-        if removed:
-            logger.info("removed %d old claims", removed)
     try:
+        claims = RowClaims(engine, spec.run_id, lease=timedelta(seconds=spec.lease_seconds))
+        if spec.index == 0:
+            removed = claims.remove_old()
+            if removed:
+                logger.info("removed %d old claims", removed)
         result = refresh(
             engine,
             spec.settings,
@@ -205,19 +234,26 @@ def _worker_dir(directory: Path, index: int) -> Path:
 
 
 def _drain(
-    results: Queue[tuple[int, dict[str, Any]]], into: dict[int, dict[str, Any]], timeout: float
+    results: Queue[tuple[int, dict[str, Any]]],
+    into: dict[int, dict[str, Any]],
+    lost: dict[int, str],
+    timeout: float,
 ) -> None:
+    """Move what workers sent into ``into`` (summaries) and ``lost`` (database lost)."""
     try:
-        index, summary = results.get(timeout=timeout)
+        message = results.get(timeout=timeout)
     except queue.Empty:
         return
-    into[index] = summary
     while True:
+        index, summary = message
+        if _LOST in summary:
+            lost[index] = summary[_LOST]
+        else:
+            into[index] = summary
         try:
-            index, summary = results.get_nowait()
+            message = results.get_nowait()
         except queue.Empty:
             return
-        into[index] = summary
 
 
 def _write_merged(
