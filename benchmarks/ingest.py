@@ -60,7 +60,7 @@ def build_input(target: Path, events: int) -> int:
     return written
 
 
-def run_loader(url: str, path: Path, batch_size: int) -> dict[str, float]:
+def run_loader(url: str, path: Path, batch_size: int) -> dict[str, float | None]:
     command = [
         str(BIN / "cowrie-loader"), "ingest", str(path), "--db", url, "--json",
         "--batch-size", str(batch_size),
@@ -68,9 +68,16 @@ def run_loader(url: str, path: Path, batch_size: int) -> dict[str, float]:
     env = {**os.environ, "COWRIEPROC_CONFIG": ""}
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         started = time.perf_counter()
+        server = ServerCpu() if url.startswith("postgresql") else None
         child = subprocess.Popen(command, stdout=out, stderr=err, env=env)
         # wait4 gives this child's own resource usage, so each run's peak is its own.
-        _, status, usage = os.wait4(child.pid, 0)
+        while True:
+            pid, status, usage = os.wait4(child.pid, os.WNOHANG)
+            if pid:
+                break
+            if server is not None:
+                server.sample()
+            time.sleep(0.2)
         elapsed = time.perf_counter() - started
         child.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
@@ -91,20 +98,22 @@ def run_loader(url: str, path: Path, batch_size: int) -> dict[str, float]:
         "loader_cpu_us_per_event": round(
             (usage.ru_utime + usage.ru_stime) / max(summary["events_loaded"], 1) * 1e6, 1
         ),
-        "server_cpu_us_per_event": None,
+        "server_cpu_us_per_event": (
+            round(server.seconds() / max(summary["events_loaded"], 1) * 1e6, 1)
+            if server is not None and server.seen
+            else None
+        ),
     }
 
 
-def postgres_cpu_seconds() -> float | None:
-    """CPU time used so far by every PostgreSQL server process on this machine (Linux
-    /proc; None elsewhere or when the server runs on another host). Processes that end
-    in between are lost, so other work on the same server makes this approximate."""
+def postgres_cpu_by_pid() -> dict[int, float]:
+    """CPU seconds used so far by each PostgreSQL server process on this machine (Linux
+    /proc; empty elsewhere or when the server runs on another host)."""
     proc = Path("/proc")
     if not proc.is_dir():
-        return None
+        return {}
     ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
-    found = False
+    found: dict[int, float] = {}
     for entry in proc.iterdir():
         if not entry.name.isdigit():
             continue
@@ -114,9 +123,26 @@ def postgres_cpu_seconds() -> float | None:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        total += int(fields[11]) + int(fields[12])
-        found = True
-    return total / ticks if found else None
+        found[int(entry.name)] = (int(fields[11]) + int(fields[12])) / ticks
+    return found
+
+
+class ServerCpu:
+    """The PostgreSQL server's CPU time during a run, sampled while it runs: the backend
+    serving the loader ends with it, and its time would be lost to a reading taken after.
+    What a process used in its last sampling interval is lost; other work on the same
+    server is counted too, so this is approximate."""
+
+    def __init__(self) -> None:
+        self.before = postgres_cpu_by_pid()
+        self.seen: dict[int, float] = {}
+
+    def sample(self) -> None:
+        for pid, used in postgres_cpu_by_pid().items():
+            self.seen[pid] = max(used, self.seen.get(pid, 0.0))
+
+    def seconds(self) -> float:
+        return sum(used - self.before.get(pid, 0.0) for pid, used in self.seen.items())
 
 
 def fresh_pg(url: str, name: str) -> str:
@@ -146,12 +172,7 @@ def main() -> None:
             print("sqlite", results["sqlite"], flush=True)
         if args.only in (None, "postgresql"):
             url = fresh_pg(args.pg_url, args.pg_db)
-            before = postgres_cpu_seconds()
             results["postgresql"] = run_loader(url, data, args.batch_size)
-            after = postgres_cpu_seconds()
-            if before is not None and after is not None:
-                per_event = (after - before) / max(results["postgresql"]["events"], 1)
-                results["postgresql"]["server_cpu_us_per_event"] = round(per_event * 1e6, 1)
             print("postgresql", results["postgresql"], flush=True)
         print(json.dumps({"input_events": written, "results": results}, indent=2))
 
