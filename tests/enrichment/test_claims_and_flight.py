@@ -15,7 +15,7 @@ from cowrieprocessor.db import schema
 from cowrieprocessor.db.engine import create_engine
 from cowrieprocessor.db.models import EnrichmentFlight, table_of
 from cowrieprocessor.enrichment.cache.database import EnrichmentDatabaseCache
-from cowrieprocessor.enrichment.claims import RowClaims
+from cowrieprocessor.enrichment.claims import CLAIMS, PageClaims, RowClaims
 from cowrieprocessor.enrichment.flight import Flight, SingleFlight, Source
 from cowrieprocessor.enrichment.outcome import ErrorKind, Outcome, Status
 
@@ -116,6 +116,48 @@ def test_rows_a_dead_run_held_are_waited_for_and_taken_over_by_the_next_run(
     with engine.begin() as conn:
         assert rerun.finish(conn, "sessions", {"1", "2"}) == {"1", "2"}
     assert rerun.unfinished("sessions") == ([], None)
+
+
+def test_the_sweep_finishes_a_dead_worker_s_claim_on_a_row_deleted_since(
+    engine: Engine,
+) -> None:
+    clock = Clock()
+    lease = timedelta(seconds=30)
+    dead = RowClaims(engine, "run-1", worker="w1", lease=lease, now=clock)
+    alive = PageClaims(RowClaims(engine, "run-1", worker="w2", lease=lease, now=clock))
+    assert dead.claim("files", ["1", "2"]) == {"1", "2"}
+    clock.moment += lease
+    table = {"1": "row one"}  # row 2 was deleted while its claim's lease ran out
+    worked: list[list[str]] = []
+
+    def do_page(rows: list[str], sweep: bool) -> bool:
+        assert sweep and len(worked) < 3, f"the sweep keeps coming back: {worked}"
+        keys = {key for key, value in table.items() if value in rows}
+        claimed = alive.claims.claim("files", keys)
+        alive.claims.release("files", claimed)
+        worked.append(sorted(claimed))
+        return False
+
+    def rows_of(keys: list[str]) -> list[str]:
+        return [table[key] for key in keys if key in table]
+
+    def key_of(row: str) -> str:
+        return next(key for key, value in table.items() if value == row)
+
+    alive.sweep("files", rows_of, key_of, do_page)
+
+    assert worked == [["1"]]
+    assert alive.claims.unfinished("files") == ([], None)
+    with engine.begin() as conn:
+        claims = conn.execute(
+            select(CLAIMS.c.row_key, CLAIMS.c.claimed_by, CLAIMS.c.finished_at).where(
+                CLAIMS.c.kind == "files"
+            )
+        ).all()
+    assert sorted((key, by, done is not None) for key, by, done in claims) == [
+        ("1", "w2", True),
+        ("2", "w2", True),
+    ]
 
 
 def test_given_back_claims_are_free_at_once_and_renewal_moves_the_lease(

@@ -338,6 +338,7 @@ class PageClaims:
         self,
         kind: str,
         rows_of: Callable[[list[str]], list[Any]],
+        key_of: Callable[[Any], str],
         do_page: Callable[[list[Any], bool], bool],
     ) -> None:
         """Take over rows of this run, and rows another run held when this worker wanted
@@ -345,7 +346,9 @@ class PageClaims:
         renews nothing, so that is at most one lease).
 
         ``do_page(rows, True)`` works a page of taken-over rows and returns True when the
-        job's row limit is reached (the sweep then stops).
+        job's row limit is reached (the sweep then stops). A claimed row that no longer
+        exists (``rows_of`` does not return it) is taken and finished with nothing to
+        write; left unfinished, its ended lease would bring the sweep back to it forever.
         """
         while True:
             expired, live_until = self.claims.unfinished(kind)
@@ -359,7 +362,11 @@ class PageClaims:
                 # Claiming them again records those still held elsewhere; a row that is
                 # gone is not, so the sweep cannot wait on it forever.
                 self.claims.elsewhere.get(kind, set()).difference_update(expired)
-                if do_page(rows_of(expired), True):
+                rows = rows_of(expired)
+                gone = set(expired) - {key_of(row) for row in rows}
+                if gone:
+                    self.claims.release(kind, self.claims.claim(kind, gone))
+                if do_page(rows, True):
                     return
                 continue
             if live_until is None:

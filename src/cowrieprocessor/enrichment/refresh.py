@@ -289,6 +289,7 @@ class _Job:
         self.pages.sweep(
             "files",
             lambda keys: file_rows(self.engine, [int(k) for k in keys]),
+            lambda row: str(row.id),
             lambda rows, sweep: self._files_page(rows, services, sweep=sweep),
         )
 
@@ -373,6 +374,7 @@ class _Job:
         self.pages.sweep(
             "sessions",
             lambda keys: session_rows(self.engine, [int(k) for k in keys]),
+            lambda row: str(row.id),
             lambda rows, sweep: self._sessions_page(rows, services, sweep=sweep),
         )
 
@@ -461,6 +463,7 @@ class _Job:
         self.pages.sweep(
             "passwords",
             lambda keys: password_rows(self.engine, keys),
+            lambda row: str(row.password_sha256),
             lambda rows, sweep: self._passwords_page(rows, sweep=sweep),
         )
 
