@@ -8,9 +8,12 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 from pytest_httpserver import HTTPServer
+from sqlalchemy import Engine, delete
 from werkzeug import Response
 
-from cowrieprocessor.enrichment.cache import MemoryCache
+from cowrieprocessor.db.models import EnrichmentCacheEntry, table_of
+from cowrieprocessor.enrichment.cache import Cache, MemoryCache
+from cowrieprocessor.enrichment.cache.database import EnrichmentDatabaseCache
 from cowrieprocessor.enrichment.http import LimiterRegistry, ServiceClient
 from cowrieprocessor.enrichment.outcome import Outcome, Status
 from cowrieprocessor.enrichment.service import EnrichmentService
@@ -34,7 +37,7 @@ def build(providers: FakeProviders, tmp_path: Path) -> Iterator[Build]:
     registry = LimiterRegistry()
     clients: list[ServiceClient] = []
 
-    def make(cache: MemoryCache, **changes: object) -> EnrichmentService:
+    def make(cache: Cache, **changes: object) -> EnrichmentService:
         settings = make_settings(providers.base_url, tmp_path, **changes)
         made = {
             name: ServiceClient.from_settings(name, settings, limiters=registry)
@@ -173,3 +176,35 @@ def test_keys_are_sent_but_never_in_outcomes(build: Build, providers: FakeProvid
     assert (outcome.status, outcome.reason) == (Status.ERROR, "auth")
     text = repr(outcome) + repr(outcome.to_envelope()) + repr(service.stats)
     assert KEYS["spur"] not in text
+
+
+def test_a_page_s_cache_entries_are_read_in_one_batch_before_its_lookups(
+    build: Build, providers: FakeProviders, engine: Engine
+) -> None:
+    cache = EnrichmentDatabaseCache(engine)
+    first = build(cache)
+    known = ["45.84.107.4", "45.84.107.5"]
+    answers = [first.lookup("dshield", ip) for ip in known]
+    assert [a.status for a in answers] == [Status.SUCCESS, Status.NOT_FOUND]
+
+    second = build(cache)
+    page = [*known, "45.84.107.7", "10.0.0.1", None]
+    assert second.prefetch_sessions((ip, ["dshield"]) for ip in page) == 2
+    with engine.begin() as conn:  # from here on only the batch read can answer
+        conn.execute(delete(table_of(EnrichmentCacheEntry)))
+
+    outcomes = [second.lookup("dshield", ip) for ip in page]
+    assert outcomes[:2] == answers
+    assert outcomes[2].status == Status.SUCCESS  # asked: the batch found it missing
+    assert [(o.status, o.reason) for o in outcomes[3:]] == [
+        (Status.SKIPPED, "not_routable"),
+        (Status.SKIPPED, "not_routable"),
+    ]
+    assert providers.by_service() == {"dshield": 3}
+    stats = second.stats["dshield"]
+    assert (stats.cache_hits, stats.cache_misses, stats.memo_hits) == (2, 1, 0)
+    # A second look at the page is the run's memo, not the batch nor the cache.
+    assert second.prefetch_sessions((ip, ["dshield"]) for ip in page) == 0
+    assert [second.lookup("dshield", ip) for ip in known] == answers
+    assert second.stats["dshield"].memo_hits == 2
+    cache.close()

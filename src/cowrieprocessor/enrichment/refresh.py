@@ -257,6 +257,27 @@ class _Job:
             if needs_lookup(stored.get(name), name, self.options.mode, self.policy, moment)
         ]
 
+    def _page_wants(
+        self,
+        kind: str,
+        page: list[Any],
+        stored: Callable[[Any], Mapping[str, Any]],
+        services: Collection[str],
+    ) -> list[tuple[Any, list[str]]]:
+        """The rows of ``page`` this job gets to, each with the services it needs: the
+        page stops where the row limit of ``kind`` would be passed."""
+        limit = getattr(self.options, kind)
+        room = limit - self.counters.rows[kind].enriched if limit else None
+        wants: list[tuple[Any, list[str]]] = []
+        for row in page:
+            if room is not None and room <= 0:
+                break
+            wanted = self._wanted(stored(row), services)
+            if wanted and room is not None:
+                room -= 1
+            wants.append((row, wanted))
+        return wants
+
     def _room(self, kind: str, limit: int) -> bool:
         return limit == 0 or self.counters.rows[kind].enriched < limit
 
@@ -305,17 +326,18 @@ class _Job:
                 lambda row: sweep or bool(self._wanted(_file_stored(row), services)),
                 lambda keys: file_rows(self.engine, [int(k) for k in keys]),
             )
+        wants = self._page_wants("files", page, _file_stored, services)
+        self.service.prefetch_files(
+            (row.shasum, _text(row.url), wanted) for row, wanted in wants if wanted
+        )
         pending: list[tuple[Any, dict[str, Outcome]]] = []
         idle: set[str] = set()
-        for row in page:
-            limit = opts.files
-            if limit and self.counters.rows["files"].enriched + len(pending) >= limit:
-                break
-            wanted = self._wanted(_file_stored(row), services)
+        for row, wanted in wants:
             if wanted:
-                url = decode_text(row.url) if row.url is not None else None
-                name = decode_text(row.filename) if row.filename is not None else None
-                outcomes = self.service.enrich_file(row.shasum, name, url, services=wanted)
+                name = _text(row.filename)
+                outcomes = self.service.enrich_file(
+                    row.shasum, name, _text(row.url), services=wanted
+                )
                 pending.append((row, outcomes))
             else:
                 idle.add(str(row.id))
@@ -390,17 +412,14 @@ class _Job:
                 lambda row: sweep or bool(self._wanted(_session_stored(row), services)),
                 lambda keys: session_rows(self.engine, [int(k) for k in keys]),
             )
+        wants = self._page_wants("sessions", page, _session_stored, services)
+        self.service.prefetch_sessions((_text(row.src_ip), w) for row, w in wants if w)
         pending: list[tuple[Any, dict[str, Outcome]]] = []
         idle: set[str] = set()
-        for row in page:
-            limit = opts.sessions
-            if limit and self.counters.rows["sessions"].enriched + len(pending) >= limit:
-                break
-            wanted = self._wanted(_session_stored(row), services)
+        for row, wanted in wants:
             if wanted:
-                src_ip = decode_text(row.src_ip) if row.src_ip is not None else None
                 outcomes = self.service.enrich_session(
-                    decode_text(row.session_id), src_ip, services=wanted
+                    decode_text(row.session_id), _text(row.src_ip), services=wanted
                 )
                 pending.append((row, outcomes))
             else:
@@ -479,13 +498,12 @@ class _Job:
                 lambda row: sweep or bool(self._wanted({"hibp": row.hibp}, ["hibp"])),
                 lambda keys: password_rows(self.engine, keys),
             )
+        wants = self._page_wants("passwords", page, lambda row: {"hibp": row.hibp}, ["hibp"])
+        self.service.prefetch_passwords(decode_text(row.password) for row, w in wants if w)
         pending: list[tuple[Any, Outcome]] = []
         idle: set[str] = set()
-        for row in page:
-            limit = opts.passwords
-            if limit and self.counters.rows["passwords"].enriched + len(pending) >= limit:
-                break
-            if self._wanted({"hibp": row.hibp}, ["hibp"]):
+        for row, wanted in wants:
+            if wanted:
                 outcome = self.service.enrich_password(decode_text(row.password))
                 pending.append((row, outcome))
             else:
@@ -556,6 +574,10 @@ def _with_tiers(document: dict[str, Any], service: EnrichmentService) -> dict[st
     if callable(tier_counts):
         document["cache"]["tiers"] = tier_counts()
     return document
+
+
+def _text(value: str | None) -> str | None:
+    return decode_text(value) if value is not None else None
 
 
 def _file_stored(row: Any) -> dict[str, Any]:

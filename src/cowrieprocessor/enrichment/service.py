@@ -6,7 +6,10 @@ session's source IP, a file's hash and URL, or a password into outcomes. For eac
 
 1. the in-run memo: a key already looked up in this run gets the same outcome again,
    whatever it was (so a failing key is not hammered within one run);
-2. the cache, when it holds a fresh entry (success or not found);
+2. the cache, when it holds a fresh entry (success or not found); a caller working
+   through a page of rows reads the page's entries first with one batch
+   (:meth:`EnrichmentService.prefetch` and its per-kind forms), so a database cache
+   costs a round trip per page and service rather than per key;
 3. the service's client, which never raises; a stopped or paused service answers
    ``skipped`` at once.
 
@@ -33,7 +36,7 @@ Not thread-safe: one service per thread (the clients it wraps are thread-safe).
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -112,6 +115,9 @@ class EnrichmentService:
     flight: SingleFlight | None = None
     stats: dict[str, LookupStats] = field(default_factory=dict)
     _memo: dict[tuple[str, str, str], Outcome] = field(default_factory=dict, repr=False)
+    _prefetched: dict[tuple[str, str, str], Outcome | None] = field(
+        default_factory=dict, repr=False
+    )
     _sent_before: dict[str, int] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -140,19 +146,25 @@ class EnrichmentService:
         global (or no address) ends as ``skipped``/``not_routable`` without I/O.
         """
         logger.debug("enriching session %r", session_id)
-        results: dict[str, Outcome] = {}
+        return {
+            name: self.lookup(name, src_ip, endpoint)
+            for name, endpoint in self._session_endpoints(services)
+        }
+
+    def _session_endpoints(self, services: Collection[str] | None) -> list[tuple[str, str | None]]:
+        """(service, endpoint) asked about a session's source address."""
+        asked: list[tuple[str, str | None]] = []
         for name in SESSION_SERVICES:
             if name not in self.clients or (services is not None and name not in services):
                 continue
             if name == "virustotal":
-                if not self.uses_vt_ip():
-                    continue
-                results[name] = self.lookup(name, src_ip, "ip")
+                if self.uses_vt_ip():
+                    asked.append((name, "ip"))
             elif name == "urlhaus":
-                results[name] = self.lookup(name, src_ip, "host")
+                asked.append((name, "host"))
             else:
-                results[name] = self.lookup(name, src_ip)
-        return results
+                asked.append((name, None))
+        return asked
 
     def enrich_file(
         self,
@@ -219,12 +231,16 @@ class EnrichmentService:
             stats.memo_hits += 1
             return found
 
-        entry = self.cache.get_cached(service, cache_key)
-        if entry is not None:
+        if memo_key in self._prefetched:
+            cached = self._prefetched.pop(memo_key)
+        else:
+            entry = self.cache.get_cached(service, cache_key)
+            cached = entry.outcome if entry is not None else None
+        if cached is not None:
             stats.cache_hits += 1
-            logger.debug("%s %s: cache hit (%s)", service, endpoint, entry.outcome.status)
-            self._memo[memo_key] = entry.outcome
-            return entry.outcome
+            logger.debug("%s %s: cache hit (%s)", service, endpoint, cached.status)
+            self._memo[memo_key] = cached
+            return cached
 
         stats.cache_misses += 1
         if self.flight is not None:
@@ -236,6 +252,74 @@ class EnrichmentService:
                 self._store(outcome)
         self._memo[memo_key] = outcome
         return outcome
+
+    # A page's cache reads in one batch ------------------------------------------------
+
+    def prefetch(
+        self, service: str, keys: Iterable[str | None], endpoint: str | None = None
+    ) -> int:
+        """Read the cache entries of ``keys`` with one ``get_many``; return how many
+        were found.
+
+        The next :meth:`lookup` of each of these keys takes its answer from this batch
+        instead of reading the cache on its own (a round trip per key on a database
+        cache); a key found missing goes straight to the provider, or to the single
+        flight, which reads the shared cache again under its lock. Keys the service
+        refuses locally, or already answered in this run, are not read. A new prefetch
+        of the same service and endpoint drops what the last one left unused.
+
+        Raises:
+            whatever the cache's ``get_many`` raises (the lookup would have met it too).
+        """
+        client = self.clients.get(service)
+        if client is None:
+            return 0
+        endpoint = client.service.resolve_endpoint(endpoint)
+        for stale in [k for k in self._prefetched if k[:2] == (service, endpoint)]:
+            del self._prefetched[stale]
+        wanted: list[str] = []
+        for key in keys:
+            if client.service.check(key, endpoint) is not None:
+                continue
+            cache_key = client.service.normalize_key(key or "", endpoint)
+            if (service, endpoint, cache_key) not in self._memo:
+                wanted.append(cache_key)
+        if not wanted:
+            return 0
+        found = self.cache.get_many(service, wanted)
+        for cache_key in wanted:
+            entry = found.get(cache_key)
+            self._prefetched[(service, endpoint, cache_key)] = (
+                entry.outcome if entry is not None else None
+            )
+        return len(found)
+
+    def prefetch_sessions(self, wants: Iterable[tuple[str | None, Collection[str]]]) -> int:
+        """:meth:`prefetch` for a page of sessions: (source address, services wanted)."""
+        batches: dict[tuple[str, str | None], list[str | None]] = {}
+        for src_ip, services in wants:
+            for name, endpoint in self._session_endpoints(services):
+                batches.setdefault((name, endpoint), []).append(src_ip)
+        return sum(self.prefetch(name, keys, ep) for (name, ep), keys in batches.items())
+
+    def prefetch_files(
+        self, wants: Iterable[tuple[str | None, str | None, Collection[str]]]
+    ) -> int:
+        """:meth:`prefetch` for a page of files: (sha256, URL, services wanted)."""
+        hashes: list[str | None] = []
+        urls: list[str | None] = []
+        for file_hash, url, services in wants:
+            if "virustotal" in services:
+                hashes.append(file_hash)
+            if "urlhaus" in services:
+                urls.append(url)
+        found = self.prefetch("virustotal", hashes, "file") if hashes else 0
+        return found + (self.prefetch("urlhaus", urls, "url") if urls else 0)
+
+    def prefetch_passwords(self, passwords: Iterable[str]) -> int:
+        """:meth:`prefetch` for a page of passwords (their HIBP ranges)."""
+        ranges = [range_prefix(password_sha1(p)) for p in passwords]
+        return self.prefetch(PASSWORD_SERVICE, ranges)
 
     def _fly(self, service: str, cache_key: str, endpoint: str, stats: LookupStats) -> Outcome:
         assert self.flight is not None
