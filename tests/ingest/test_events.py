@@ -456,15 +456,16 @@ def test_byte_order_mark_is_ignored() -> None:
     assert parse_line(b"\xef\xbb\xbf" + line) == parse_line(line)
 
 
-def test_surrogate_line_parses_through_fallback_with_numbers_like_orjson() -> None:
-    # The stdlib fallback must read numbers exactly as orjson would on the same event,
-    # so a line's hash does not depend on which decoder happened to read it.
+def test_surrogate_line_parses_through_fallback_with_the_same_numbers() -> None:
+    # The stdlib fallback must read numbers as the orjson path does on the same event
+    # (integers beyond 64 bits exact on both), so a line's hash does not depend on which
+    # decoder happened to read it.
     plain = parse_line(b'{"n": 18446744073709551615, "m": 18446744073709551616, "f": 1.5}')
     mixed = parse_line(
         b'{"n": 18446744073709551615, "m": 18446744073709551616, "f": 1.5, "s": "\\ud800"}'
     )
 
-    assert plain.payload == {"n": 18446744073709551615, "m": 1.8446744073709552e19, "f": 1.5}
+    assert plain.payload == {"n": 18446744073709551615, "m": 18446744073709551616, "f": 1.5}
     assert mixed.payload == {**plain.payload, "s": ESCAPE + "sD800"}
 
 

@@ -11,9 +11,10 @@ The stored ``payload`` is the event exactly as written, with only the text rule 
 taken from that encoded payload, so it can be stored as is; only ``password_sha256`` is
 computed from the original password.
 
-Known limit: JSON integers outside the signed/unsigned 64-bit range are read as floats
-(orjson's behaviour, copied on the fallback path so both paths agree). Cowrie writes no
-such numbers.
+JSON integers outside the signed/unsigned 64-bit range (which orjson reads as floats) are
+kept exact: a line holding a run of 19 digits whose orjson reading holds a float is read
+again by the standard library, so the payload, its hash and the stored row hold the
+integer as written, on SQLite as on PostgreSQL. Other lines never take that path.
 """
 
 from __future__ import annotations
@@ -49,8 +50,10 @@ __all__ = [
 
 MAX_LINE_BYTES = 16 * 1024 * 1024
 _BOM = b"\xef\xbb\xbf"
-_INT64_MIN = -(2**63)
-_UINT64_MAX = 2**64 - 1
+# Byte classes for finding a run of 19 ASCII digits: an integer orjson may read as a float.
+_DIGIT_CLASSES = bytes(ord("0") if 48 <= b <= 57 else ord("x") for b in range(256))
+_LONG_DIGITS = b"0" * 19
+_FLOAT_DIGITS = 300  # integers of fewer digits are well inside a float's range
 
 # Problem flags (strings, stored by the loader next to the event).
 BAD_TIMESTAMP = "bad_timestamp"
@@ -177,13 +180,13 @@ def canonical_hash(encoded_payload: dict[str, Any]) -> str:
     return hashlib.sha256(canonical_json(encoded_payload)).hexdigest()
 
 
-def canonical_json(encoded_payload: dict[str, Any]) -> bytes:
+def canonical_json(encoded_payload: Any) -> bytes:
     """A payload's canonical JSON (sorted keys, compact, UTF-8).
 
     The same event written with other spacing, key order or escaping hashes the same,
     which is how a renamed or recompressed copy of a log is recognised. Payloads orjson
-    cannot serialise (integers beyond 64 bits, which :func:`parse_line` never produces)
-    fall back to the standard library's sorted, compact form.
+    cannot serialise (integers beyond 64 bits) fall back to the standard library's
+    sorted, compact form, which writes such an integer with all its digits.
     """
     try:
         canonical = orjson.dumps(encoded_payload, option=orjson.OPT_SORT_KEYS)
@@ -205,24 +208,44 @@ def _finite_float(text: str) -> float:
     return value
 
 
-def _int_like_orjson(text: str) -> int | float:
-    value = int(text)
-    if _INT64_MIN <= value <= _UINT64_MAX:
-        return value
+def _exact_int(text: str) -> int:
+    # Kept exact; refused, as orjson refuses it, beyond a float's range (about 1.8e308),
+    # so the lines taken are the same whichever decoder reads them.
     try:
-        return float(value)
-    except OverflowError:
-        # orjson refuses such a number as infinite; so must the fallback.
+        value = int(text)
+        if len(text) > _FLOAT_DIGITS:
+            float(value)
+    except (ValueError, OverflowError):
         raise ValueError("number out of range") from None
+    return value
+
+
+def _holds_float(value: Any) -> bool:
+    kind = type(value)
+    if kind is float:
+        return True
+    if kind is dict:
+        return any(_holds_float(v) for v in value.values())
+    if kind is list:
+        return any(_holds_float(v) for v in value)
+    return False
 
 
 def _decode(line: bytes) -> Any:
     """JSON value of ``line``: orjson first, the standard library only when orjson
-    refuses (it rejects the lone surrogate escapes Cowrie can write)."""
+    refuses (it rejects the lone surrogate escapes Cowrie can write) or may have read an
+    integer beyond 64 bits as a float."""
     try:
-        return orjson.loads(line)
+        value = orjson.loads(line)
     except orjson.JSONDecodeError as exc:
         first_error = str(exc)
+    else:
+        # Such an integer has at least 19 digits; one translate finds a run that long (a
+        # few hundred nanoseconds), and only then is orjson's reading searched for floats.
+        if _LONG_DIGITS not in line.translate(_DIGIT_CLASSES) or not _holds_float(value):
+            return value
+        # orjson took the line, so it is UTF-8 without a byte order mark.
+        return _stdlib_decode(line.decode("utf-8"), "")
     if not line.strip():
         raise EventError("empty_line", "the line is empty or holds only whitespace")
     if line.startswith(_BOM):
@@ -234,12 +257,18 @@ def _decode(line: bytes) -> Any:
             "invalid_utf8",
             f"byte 0x{line[exc.start]:02x} at offset {exc.start} is not valid UTF-8",
         ) from None
+    return _stdlib_decode(text, first_error)
+
+
+def _stdlib_decode(text: str, first_error: str) -> Any:
+    """JSON value of ``text`` by the standard library, numbers read as orjson reads them
+    except that integers stay exact whatever their size."""
     try:
         return json.loads(
             text,
             parse_constant=_refuse_constant,
             parse_float=_finite_float,
-            parse_int=_int_like_orjson,
+            parse_int=_exact_int,
         )
     except (ValueError, RecursionError) as exc:
         # The fallback read the whole line, so its complaint is the one that stands
@@ -323,7 +352,7 @@ def _build(line: bytes, original: dict[str, Any]) -> ParsedEvent:
     if isinstance(src_ip, str):
         src_ip, src_ip_valid = normalise_ip(src_ip)
     elif src_ip is not None:
-        raw_text = orjson.dumps(src_ip, option=orjson.OPT_SORT_KEYS).decode("utf-8")
+        raw_text = canonical_json(src_ip).decode("utf-8")  # orjson fails on 2**64 and up
         src_ip, src_ip_valid = raw_text, False
     if src_ip_valid is False:
         problems.append(INVALID_SRC_IP)
