@@ -305,7 +305,7 @@ class ServiceClient:
             logger.warning(
                 "%s: %s; retrying in %.1f s (attempt %d of %d)",
                 self.service.name,
-                outcome.message,
+                self._bare(outcome),
                 delay,
                 attempt + 2,
                 self.settings.max_retries + 1,
