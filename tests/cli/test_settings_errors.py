@@ -60,3 +60,45 @@ def test_a_config_file_that_is_not_toml_is_named(tmp_path: Path) -> None:
     assert line.startswith(f"error: configuration: {path} is not valid TOML: Invalid value")
     missing = CliRunner().invoke(db.app, ["current", "--config", str(tmp_path / "none.toml")])
     assert "configuration: config file" in _one_line(missing)
+
+
+KEY_VARIABLES = {
+    "COWRIEPROC_VT_API_KEY": "vt_api_key",
+    "COWRIEPROC_URLHAUS_API_KEY": "urlhaus_api_key",
+    "COWRIEPROC_SPUR_API_KEY": "spur_api_key",
+}
+
+
+@pytest.mark.parametrize("variable", sorted(KEY_VARIABLES))
+@pytest.mark.parametrize("key", ["VTKEY-SECRÉT-123", "VTKEY-SECRET\n-123"])
+@pytest.mark.parametrize("command", ["refresh", "check-credentials"])
+def test_a_key_no_header_can_carry_is_a_configuration_error_that_hides_it(
+    tmp_path: Path, variable: str, key: str, command: str
+) -> None:
+    args = [command, "--json"]
+    if command == "refresh":
+        args += ["--db", f"sqlite:///{tmp_path / 'x.sqlite'}"]
+    result = CliRunner().invoke(enrich.app, args, env={variable: key})
+    line = _one_line(result)
+    setting = KEY_VARIABLES[variable]
+    assert line == (
+        f"error: configuration: {setting} holds a character that cannot be sent in an HTTP "
+        "header (only printable ASCII is allowed; the key is not shown)"
+    )
+    assert "SECR" not in result.stdout + result.stderr
+    assert json.loads(result.stdout) == {"ok": False, "error": line.removeprefix("error: ")}
+    assert not (tmp_path / "x.sqlite").exists()  # stopped before anything was opened
+
+
+def test_a_dshield_email_no_user_agent_can_carry_is_a_configuration_error(
+    tmp_path: Path,
+) -> None:
+    result = CliRunner().invoke(
+        enrich.app,
+        ["refresh", "--db", f"sqlite:///{tmp_path / 'x.sqlite'}"],
+        env={"COWRIEPROC_DSHIELD_EMAIL": "séc@example.org"},
+    )
+    assert _one_line(result) == (
+        "error: configuration: dshield_email must be one e-mail address in printable ASCII "
+        "(it is sent in the User-Agent header)"
+    )

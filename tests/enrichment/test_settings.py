@@ -238,3 +238,84 @@ def test_fingerprint_and_scrub() -> None:
     assert len(fingerprint(key)) == 16 and "s3cret" not in fingerprint(key)
     assert fingerprint(None) == "anonymous"
     assert scrub("bad key s3cret-value given", [None, key]) == "bad key *** given"
+
+
+# Values sent in request headers --------------------------------------------------------
+
+NOT_HEADER_SAFE = [
+    "VTKEY-SECRÉT-123",  # non-ASCII: httpx cannot encode it
+    "key-with\nnewline",
+    "key-with\ttab",
+    "key\x00nul",
+    "key\x7fdel",
+]
+
+
+@pytest.mark.parametrize("field", ["vt_api_key", "urlhaus_api_key", "spur_api_key"])
+@pytest.mark.parametrize("value", NOT_HEADER_SAFE)
+def test_a_key_that_cannot_be_a_header_is_refused_without_showing_it(
+    field: str, value: str
+) -> None:
+    with pytest.raises(ValidationError) as caught:
+        EnrichmentSettings(**{field: value})
+    errors = caught.value.errors()
+    assert [(e["loc"], e["msg"]) for e in errors] == [
+        (
+            (field,),
+            f"Value error, {field} holds a character that cannot be sent in an HTTP header "
+            "(only printable ASCII is allowed; the key is not shown)",
+        )
+    ]
+    assert "SECR" not in errors[0]["msg"]
+
+
+def test_a_referenced_key_that_cannot_be_a_header_names_its_reference(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key_file = tmp_path / "spur.key"
+    key_file.write_text("tök-en\n", encoding="utf-8")
+    monkeypatch.setenv("MY_VT_KEY", "vt\x1bkey")
+    with pytest.raises(ValidationError) as caught:
+        EnrichmentSettings(spur_api_key=f"file:{key_file}", vt_api_key="env:MY_VT_KEY")
+    messages = sorted(str(e["msg"]) for e in caught.value.errors())
+    assert messages == [
+        f"Value error, spur_api_key (from file:{key_file}) holds a character that cannot be "
+        "sent in an HTTP header (only printable ASCII is allowed; the key is not shown)",
+        "Value error, vt_api_key (from env:MY_VT_KEY) holds a character that cannot be sent "
+        "in an HTTP header (only printable ASCII is allowed; the key is not shown)",
+    ]
+
+
+def test_keys_of_printable_ascii_are_kept() -> None:
+    printable = "".join(chr(c) for c in range(0x21, 0x7F))
+    settings = EnrichmentSettings(vt_api_key=f"a b {printable}")
+    assert settings.vt_api_key is not None
+    assert settings.vt_api_key.get_secret_value() == f"a b {printable}"
+
+
+@pytest.mark.parametrize("value", ["sé@example.org", "soc@exämple.org", "soc@example.org\x7f"])
+def test_a_dshield_email_that_cannot_be_a_header_is_refused(value: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        EnrichmentSettings(dshield_email=value)
+    assert [e["msg"] for e in caught.value.errors()] == [
+        "Value error, dshield_email must be one e-mail address in printable ASCII "
+        "(it is sent in the User-Agent header)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ("http://[::1/x", "hibp_base_url is not a usable URL: Invalid port: ':1'"),
+        (
+            "http://proxy\x01.example",
+            "hibp_base_url is not a usable URL: Invalid non-printable ASCII character in URL, "
+            "'\\x01' at position 12.",
+        ),
+        ("http://:8080", "hibp_base_url names no host"),
+    ],
+)
+def test_a_base_url_no_request_could_use_is_refused(value: str, says: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        EnrichmentSettings(hibp_base_url=value)
+    assert [e["msg"] for e in caught.value.errors()] == [f"Value error, {says}"]

@@ -30,10 +30,11 @@ from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
+import httpx
 from pydantic import BaseModel, SecretStr, ValidationInfo, field_validator
 from pyrate_limiter import Rate, validate_rate_list
 
-from cowrieprocessor.enrichment.secrets import resolve_secret
+from cowrieprocessor.enrichment.secrets import ENV_REFERENCE, FILE_REFERENCE, resolve_secret
 
 SERVICE_NAMES = ("dshield", "virustotal", "urlhaus", "spur", "hibp")
 
@@ -50,6 +51,9 @@ _UNIT_MS = {
     "day": 86400 * _SECOND_MS,
 }
 _RATE_PART = re.compile(r"^(\d+)/(\d*)([a-z]+?)s?$")
+#: What an HTTP header value may hold here: printable ASCII (space included). httpx
+#: refuses anything else (non-ASCII, control characters such as a line break).
+_HEADER_TEXT = re.compile(r"^[\x20-\x7e]*$")
 
 
 def parse_rate_limit(text: str, *, setting: str = "rate_limit") -> list[Rate]:
@@ -87,6 +91,14 @@ def parse_rate_limit(text: str, *, setting: str = "rate_limit") -> list[Rate]:
             "requests than a shorter one, and not more per second"
         )
     return rates
+
+
+def _reference_of(value: object) -> str:
+    """`` (from env:NAME)`` or `` (from file:PATH)`` when ``value`` is a key reference."""
+    text = value.get_secret_value() if isinstance(value, SecretStr) else value
+    if isinstance(text, str) and text.strip().startswith((ENV_REFERENCE, FILE_REFERENCE)):
+        return f" (from {text.strip()})"
+    return ""
 
 
 @dataclass(frozen=True)
@@ -217,16 +229,27 @@ class EnrichmentSettings(BaseModel):
         if isinstance(value, int) and not isinstance(value, bool):
             # A key written as a bare number in TOML: accept it rather than echo it in an error.
             value = str(value)
-        return resolve_secret(value, setting=str(info.field_name))
+        setting = str(info.field_name)
+        key = resolve_secret(value, setting=setting)
+        if key is not None and not _HEADER_TEXT.match(key.get_secret_value()):
+            # Every key is sent in a request header. The message never shows the key.
+            raise ValueError(
+                f"{setting}{_reference_of(value)} holds a character that cannot be sent in "
+                "an HTTP header (only printable ASCII is allowed; the key is not shown)"
+            )
+        return key
 
     @field_validator("dshield_email", mode="before")
     @classmethod
     def _check_email(cls, value: object) -> object:
         if isinstance(value, str):
             value = value.strip() or None
-            # It goes into a User-Agent header: no line breaks or control characters.
-            if value is not None and (not value.isprintable() or "@" not in value):
-                raise ValueError("dshield_email must be one printable e-mail address")
+            # It goes into the User-Agent header: printable ASCII only (no line breaks).
+            if value is not None and (not _HEADER_TEXT.match(value) or "@" not in value):
+                raise ValueError(
+                    "dshield_email must be one e-mail address in printable ASCII "
+                    "(it is sent in the User-Agent header)"
+                )
         return value
 
     @field_validator(*(f"{name}_base_url" for name in SERVICE_NAMES))
@@ -235,6 +258,13 @@ class EnrichmentSettings(BaseModel):
         value = value.strip().rstrip("/")
         if not value.startswith(("http://", "https://")):
             raise ValueError(f"{info.field_name} must start with http:// or https://")
+        try:
+            host = httpx.URL(value).host
+        except httpx.InvalidURL as exc:
+            # Refused here rather than by the first request of a run.
+            raise ValueError(f"{info.field_name} is not a usable URL: {exc}") from None
+        if not host:
+            raise ValueError(f"{info.field_name} names no host")
         return value
 
     @field_validator(*(f"{name}_rate_limit" for name in SERVICE_NAMES))
