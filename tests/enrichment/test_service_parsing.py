@@ -23,6 +23,7 @@ from cowrieprocessor.enrichment.services import (
     password_sha1,
     range_prefix,
 )
+from cowrieprocessor.enrichment.services.base import parse_int
 from tests.conftest import API_SAMPLES
 from tests.enrichment.conftest import sample, sample_body, sample_response
 
@@ -652,3 +653,127 @@ def test_virustotal_keeps_at_most_50_names() -> None:
     )
     assert outcome.data is not None
     assert outcome.data["names"] == [f"n{i}" for i in range(50)]
+
+
+# Numbers beyond 64 bits: neither a BIGINT column nor the JSON encoder can hold them -----
+
+HUGE = "99999999999999999999999"
+ADMIN = "D033E22AE348AEB5660FC2140AEC35850C4DA997"
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        (2**63, "9223372036854775808 is beyond 64 bits"),
+        (str(-(2**63) - 1), "-9223372036854775809 is beyond 64 bits"),
+        (HUGE, f"{HUGE} is beyond 64 bits"),
+        (1e23, "1e+23 is beyond 64 bits"),  # how orjson reads a long integer
+        ("9" * 5000, "9" * 117 + "... is beyond 64 bits"),  # before int() refuses it
+    ],
+)
+def test_parse_int_refuses_values_beyond_64_bits(value: object, says: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        parse_int(value)
+    assert str(caught.value) == says
+    # Every 64-bit value is still taken, leading zeros and orjson's floats included.
+    assert [
+        parse_int(2**63 - 1),
+        parse_int(str(-(2**63))),
+        parse_int("0009223372036854775807"),
+        parse_int(1e18),
+    ] == [2**63 - 1, -(2**63), 2**63 - 1, 10**18]
+
+
+@pytest.mark.parametrize("count", [HUGE, str(2**63), "9" * 5000])
+def test_hibp_count_beyond_64_bits_is_unparseable(count: str) -> None:
+    content = f"0000000000000000000000000000000000A:3\r\n{ADMIN[5:]}:{count}".encode()
+    outcome = HibpService().parse(response("hibp", "D033E", "range", 200, content))
+    assert (outcome.status, outcome.reason, outcome.message, outcome.data) == (
+        Status.ERROR,
+        "unparseable",
+        "hibp: HTTP 200, line 2 has a count beyond 64 bits",
+        None,
+    )
+    largest = f"{ADMIN[5:]}:{2**63 - 1}".encode()
+    rng = HibpService().parse(response("hibp", "D033E", "range", 200, largest))
+    assert password_outcome(ADMIN, rng).data == {"count": 2**63 - 1}
+
+
+def test_a_cached_range_with_a_count_beyond_64_bits_fails_only_that_password() -> None:
+    # A range stored before such answers were refused: its body is text, so it was cached.
+    body = f"{ADMIN[5:]}:{HUGE}\n128C3AB96821C3F3E890D1C190AEAD0F8CD:26"
+    stored = Outcome(
+        "hibp", "D033E", Status.SUCCESS, http_status=200, data={"prefix": "D033E", "body": body}
+    )
+    with pytest.raises(ValueError, match="the range holds a count beyond 64 bits"):
+        breach_count(body, ADMIN)
+    admin = password_outcome(ADMIN, stored)
+    assert (admin.key, admin.status, admin.reason, admin.message, admin.data) == (
+        ADMIN,
+        Status.ERROR,
+        "unparseable",
+        "hibp: the range holds a count beyond 64 bits for this password",
+        None,
+    )
+    other = password_outcome("D033E128C3AB96821C3F3E890D1C190AEAD0F8CD", stored)
+    assert (other.status, other.data) == (Status.SUCCESS, {"count": 26})
+
+
+@pytest.mark.parametrize("count", [HUGE, f'"{HUGE}"'])
+def test_dshield_counter_beyond_64_bits_is_unparseable(count: str) -> None:
+    body = f'{{"ip": {{"count": {count}, "attacks": 2, "threatfeeds": {{}}}}}}'.encode()
+    outcome = DShieldService("a@b.example").parse(response("dshield", "1.1.1.1", "ip", 200, body))
+    shown = HUGE if count.startswith('"') else "1e+23"
+    assert (outcome.status, outcome.reason, outcome.message, outcome.data) == (
+        Status.ERROR,
+        "unparseable",
+        f"dshield: HTTP 200, a counter is not a number: {shown} is beyond 64 bits",
+        None,
+    )
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "attributes", "shown"),
+    [
+        ("file", {"last_analysis_stats": {"malicious": HUGE}}, HUGE),
+        ("file", {"first_submission_date": int(HUGE)}, "1e+23"),
+        ("ip", {"reputation": -int(HUGE)}, "-1e+23"),
+        ("ip", {"asn": str(2**64)}, str(2**64)),
+    ],
+)
+def test_virustotal_numbers_beyond_64_bits_are_unparseable(
+    endpoint: str, attributes: dict[str, object], shown: str
+) -> None:
+    key = VT_SHA if endpoint == "file" else "45.84.107.4"
+    body = json.dumps({"data": {"attributes": attributes}}).encode()
+    outcome = VirusTotalService(KEY).parse(response("virustotal", key, endpoint, 200, body))
+    assert (outcome.status, outcome.reason, outcome.message, outcome.data) == (
+        Status.ERROR,
+        "unparseable",
+        f"virustotal: HTTP 200, {shown} is beyond 64 bits",
+        None,
+    )
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "body"),
+    [
+        ("host", {"query_status": "ok", "url_count": HUGE, "urls": []}),
+        ("host", {"query_status": "ok", "urls": [{"id": HUGE}]}),
+        ("payload", {"query_status": "ok", "file_size": HUGE, "urls": []}),
+        ("url", {"query_status": "ok", "payloads": [{"response_size": HUGE}]}),
+    ],
+)
+def test_urlhaus_numbers_beyond_64_bits_are_unparseable(
+    endpoint: str, body: dict[str, object]
+) -> None:
+    key = {"host": "89.38.146.89", "payload": BEETLES_SHA, "url": "http://89.38.146.89/x"}
+    outcome = UrlhausService(KEY).parse(
+        response("urlhaus", key[endpoint], endpoint, 200, json.dumps(body).encode())
+    )
+    assert (outcome.status, outcome.reason, outcome.message, outcome.data) == (
+        Status.ERROR,
+        "unparseable",
+        f"urlhaus: HTTP 200, {HUGE} is beyond 64 bits",
+        None,
+    )

@@ -99,23 +99,40 @@ def global_ip(text: str) -> str | None:
     return None if blocked else str(address)
 
 
+#: The range every integer taken from an answer must fit: a signed 64-bit integer, as a
+#: BIGINT column holds it and as the JSON encoder (orjson) writes it.
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+_INT64_DIGITS = 19
+
+
 def parse_int(value: Any) -> int | None:
     """An integer from a number or a numeric string (APIs send both); None stays None.
 
     Raises:
-        ValueError: anything else (a bool, a non-numeric string, a fraction).
+        ValueError: anything else (a bool, a non-numeric string, a fraction), or a number
+            beyond 64 bits (:data:`INT64_MIN` to :data:`INT64_MAX`), which could be
+            neither stored nor written as JSON.
     """
     if value is None or value == "":
         return None
     if isinstance(value, bool):
         raise ValueError(f"expected a number, got {value!r}")
     if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value.strip())
-    raise ValueError(f"expected a number, got {safe_text(value)}")
+        number = value
+    elif isinstance(value, float) and value.is_integer():
+        # orjson reads an integer beyond 64 bits as a float.
+        number = int(value)
+    elif isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        digits = value.strip()
+        # Checked before int(), which refuses thousands of digits with its own error.
+        too_long = len(digits.lstrip("-").lstrip("0")) > _INT64_DIGITS
+        number = INT64_MAX + 1 if too_long else int(digits)
+    else:
+        raise ValueError(f"expected a number, got {safe_text(value)}")
+    if not INT64_MIN <= number <= INT64_MAX:
+        raise ValueError(f"{safe_text(value)} is beyond 64 bits")
+    return number
 
 
 def retry_after_seconds(value: str | None, now: datetime) -> float | None:

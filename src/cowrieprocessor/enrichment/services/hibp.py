@@ -23,6 +23,7 @@ from dataclasses import replace
 
 from cowrieprocessor.enrichment.outcome import ErrorKind, Outcome, SkipReason, Status
 from cowrieprocessor.enrichment.services.base import (
+    INT64_MAX,
     RequestSpec,
     Service,
     ServiceResponse,
@@ -33,6 +34,7 @@ PREFIX_LENGTH = 5
 _PREFIX = re.compile(r"^[0-9A-F]{5}$")
 _SHA1 = re.compile(r"^[0-9A-F]{40}$")
 _LINE = re.compile(r"^([0-9A-F]{35}):([0-9]+)$")
+_BEYOND = "a count beyond 64 bits"
 
 
 def password_sha1(password: str) -> str:
@@ -54,13 +56,31 @@ def breach_count(range_body: str, sha1_hex: str) -> int:
 
     0 when its suffix is absent, or present only as a padding line (count 0). Accepts
     the raw answer or the stored body; lines may end in CRLF or LF.
+
+    Raises:
+        ValueError: the suffix's count is beyond 64 bits (a range cached before such
+            answers were refused), since it could not be stored.
     """
     suffix = sha1_hex.strip().upper()[PREFIX_LENGTH:]
     for line in range_body.splitlines():
         found, _, count = line.strip().partition(":")
         if found.upper() == suffix:
-            return int(count) if count.isdigit() else 0
+            if not (count.isascii() and count.isdigit()):
+                return 0
+            number = _count(count)
+            if number is None:
+                raise ValueError(f"the range holds {_BEYOND} for this password")
+            return number
     return 0
+
+
+def _count(digits: str) -> int | None:
+    """The count of a range line (ASCII digits), or None when it is beyond 64 bits."""
+    # Checked before int(), which refuses thousands of digits with its own error.
+    if len(digits.lstrip("0")) > len(str(INT64_MAX)):
+        return None
+    number = int(digits)
+    return number if number <= INT64_MAX else None
 
 
 def password_outcome(sha1_hex: str, range_outcome: Outcome) -> Outcome:
@@ -68,13 +88,24 @@ def password_outcome(sha1_hex: str, range_outcome: Outcome) -> Outcome:
 
     A successful range gives ``success`` with ``{"count": N}`` when N > 0, else
     ``not_found``. A range that was skipped or failed gives the same status and reason
-    for the password. The key is the password's upper-case SHA-1; ``checked_at`` is the
-    range's, since that is how old the answer is.
+    for the password; so does a stored range whose count for the password is beyond 64
+    bits (``error``/``unparseable``). The key is the password's upper-case SHA-1;
+    ``checked_at`` is the range's, since that is how old the answer is.
     """
     sha1 = sha1_hex.strip().upper()
     if range_outcome.status != Status.SUCCESS or range_outcome.data is None:
         return replace(range_outcome, key=sha1, data=None)
-    count = breach_count(str(range_outcome.data.get("body", "")), sha1)
+    try:
+        count = breach_count(str(range_outcome.data.get("body", "")), sha1)
+    except ValueError as exc:
+        return replace(
+            range_outcome,
+            key=sha1,
+            status=Status.ERROR,
+            reason=str(ErrorKind.UNPARSEABLE),
+            message=f"{range_outcome.service}: {exc}",
+            data=None,
+        )
     if count > 0:
         return replace(range_outcome, key=sha1, data={"count": count})
     return replace(range_outcome, key=sha1, status=Status.NOT_FOUND, data=None)
@@ -127,7 +158,10 @@ class HibpService(Service):
             match = _LINE.match(line)
             if match is None:
                 return self.unparseable(response, f"line {number} is not SUFFIX:COUNT")
-            if int(match[2]) == 0:
+            count = _count(match[2])
+            if count is None:
+                return self.unparseable(response, f"line {number} has {_BEYOND}")
+            if count == 0:
                 padding += 1
             else:
                 kept.append(line)
