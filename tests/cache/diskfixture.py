@@ -29,6 +29,13 @@ class DiskFixture:
     expired: int = 0
     files: int = 0
     nul_escapes: int = 0
+    #: Reported as ``unknown_service``, never stored: the folder of a service the
+    #: enrichment does not know (its files are counted, not listed) and a record naming
+    #: that service in a known service's folder.
+    unknown_paths: list[Path] = field(default_factory=list)
+    unknown_files: int = 0
+    #: Of those, the files under the unknown folder (outside the migration's chunks).
+    unknown_folder_files: int = 0
 
 
 def _set_mtime(path: Path, when: datetime) -> None:
@@ -86,6 +93,24 @@ def make_disk_cache(root: Path, *, fresh: int = 30, now: datetime | None = None)
     odd("temp_file", "dshield", "192.0.2.6.json.123.abcd.tmp", good)
     hidden = hashlib.sha256(b"http://gone.example/x").hexdigest()
     odd("unrecoverable_key", "urlhaus", f"~{hidden}.json", b'{"query_status": "ok"}')
+    # An old-layout file holding nothing: its key is known, but there is no answer.
+    odd("empty_object", "dshield", "192.0.2.9.json", b"{}")
+
+    # A folder of a service the enrichment does not know: a bare {} and a real record.
+    # Then a record of that service in a known service's folder.
+    unknown = root / "unknownsvc"
+    (unknown / "ab").mkdir(parents=True)
+    (unknown / "ab" / "abc.json").write_bytes(b"{}")
+    for key in ("198.51.100.1", "198.51.100.2"):
+        other = Outcome("unknownsvc", key, Status.SUCCESS, data={"x": 1})
+        stray = disk.store_cached(other, stored_at=stored)
+    inside_dshield = disk.path_for("dshield", "192.0.2.210")
+    inside_dshield.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(disk.path_for("unknownsvc", stray.key), inside_dshield)
+    fx.unknown_paths = [unknown, inside_dshield]
+    fx.unknown_folder_files = 2
+    fx.unknown_files = 3
+    fx.files += 3
 
     # Older layouts: a bare response body named after its key, a hashed name with the key.
     legacy = root / "dshield" / "19" / "192.0.2.77.json"

@@ -52,6 +52,10 @@ def test_dry_run_reads_everything_and_writes_nothing(
     assert summary.migrated == len(fixture.entries)
     assert summary.already_present == 0
     assert summary.expired == fixture.expired == 3
+    # Skipped and named exactly as a real run does: nothing of an unknown service.
+    unknown = summary.to_dict()["problems"]["unknown_service"]
+    assert unknown == {"count": 3, "paths": [str(p) for p in fixture.unknown_paths]}
+    assert summary.to_dict()["problems"]["empty_object"]["count"] == 1
 
 
 def test_migration_counts_names_and_copies_exactly(
@@ -67,10 +71,26 @@ def test_migration_counts_names_and_copies_exactly(
     assert result["already_present"] == 0
     assert result["expired"] == 3
     assert result["temp_files"] == 1
-    assert result["corrupt"] == 6
+    assert result["corrupt"] == 7
+    assert result["unknown_service"] == fixture.unknown_files == 3
     assert result["nul_escapes"] == fixture.nul_escapes
     for kind, paths in fixture.problems.items():
         assert result["problems"][kind] == {"count": 1, "paths": [str(p) for p in paths]}, kind
+    # The unknown service's folder is named once for its two files; the stray record too.
+    assert result["problems"]["unknown_service"] == {
+        "count": 3,
+        "paths": [
+            str(fixture.root / "unknownsvc"),
+            str(fixture.root / "dshield/19/192.0.2.210.json"),
+        ],
+    }
+    with engine.connect() as conn:
+        services = set(conn.execute(select(TABLE.c.service).distinct()).scalars())
+        empty = conn.execute(
+            select(func.count()).where(TABLE.c.cache_key_hash == key_hash("192.0.2.9"))
+        ).scalar_one()
+    assert services == {"dshield", "virustotal", "spur", "urlhaus", "hibp"}
+    assert empty == 0  # the {} file: no success with an empty payload
     for kind, paths in fixture.notes.items():
         assert sorted(result["notes"][kind]["paths"]) == sorted(str(p) for p in paths), kind
     assert _rows(engine) == _rows(engine, summary.migration_id) == 38

@@ -51,7 +51,9 @@ def test_migrate_validate_rollback_through_the_command(
 
     assert (dry["dry_run"], dry["migrated"], dry["files_seen"]) == (True, 38, fx.files)
     assert (real["migrated"], real["already_present"], real["expired"]) == (38, 0, 3)
-    assert real["corrupt"] == 6
+    assert real["corrupt"] == 7
+    assert dry["unknown_service"] == real["unknown_service"] == 3
+    assert real["problems"]["unknown_service"]["paths"][0] == str(fx.root / "unknownsvc")
     assert real["problems"]["truncated"]["paths"] == [str(fx.problems["truncated"][0])]
     assert (valid["ok"], valid["compared"], valid["differences"]) == (True, 38, 0)
     assert (sampled["compared"], sampled["differences"]) == (5, 0)

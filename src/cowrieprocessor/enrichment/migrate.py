@@ -9,6 +9,10 @@ are counted and not copied. Each inserted row carries the migration's id in
 :func:`rollback_migration` removes exactly the rows this migration inserted and still
 holds, never a row written since.
 
+Only the known services (:data:`~.migrate_files.KNOWN_SERVICES`) are read: the files of
+any other top-level folder are counted and the folder is named as ``unknown_service``,
+never stored; dry run and validation skip them alike.
+
 Files are read in a fixed order: services, shards and names sorted. Resuming: after
 committed batches the status file (``{status_dir}/cache_migration.json``) records, per
 shard, the last file name whose entry is committed. A rerun after a kill, with the same
@@ -45,13 +49,20 @@ from cowrieprocessor.enrichment.cache.database import TABLE, payload_text
 from cowrieprocessor.enrichment.cache.disk import DiskItem, EnrichmentCacheManager
 from cowrieprocessor.enrichment.cache.rows import key_hash, load_payload
 from cowrieprocessor.enrichment.cache.ttl import Clock, TTLPolicy, system_clock
-from cowrieprocessor.enrichment.migrate_files import NOTE_KINDS, PROBLEM_KINDS, judge
+from cowrieprocessor.enrichment.migrate_files import (
+    KNOWN_SERVICES,
+    NOT_CORRUPT,
+    NOTE_KINDS,
+    PROBLEM_KINDS,
+    judge,
+)
 from cowrieprocessor.enrichment.migrate_io import (
     BatchWriter,
     Chunk,
     ChunkResult,
     list_chunks,
     read_chunk,
+    unknown_folders,
 )
 
 logger = logging.getLogger(__name__)
@@ -66,7 +77,11 @@ STATUS_INTERVAL = 0.5
 
 @dataclass
 class MigrationSummary:
-    """Counts of one run; ``problems`` and ``notes`` name files by kind."""
+    """Counts of one run; ``problems`` and ``notes`` name files by kind.
+
+    ``unknown_service`` counts files, and names each skipped folder of an unknown service
+    once (its files are not listed) besides any record naming such a service.
+    """
 
     migration_id: str
     source: str
@@ -85,14 +100,14 @@ class MigrationSummary:
     notes: dict[str, list[str]] = field(default_factory=lambda: {k: [] for k in NOTE_KINDS})
     counts: dict[str, int] = field(default_factory=dict)
 
-    def name(self, group: dict[str, list[str]], kind: str, path: Path) -> None:
-        self.counts[kind] = self.counts.get(kind, 0) + 1
+    def name(self, group: dict[str, list[str]], kind: str, path: Path, files: int = 1) -> None:
+        self.counts[kind] = self.counts.get(kind, 0) + files
         if len(group[kind]) < MAX_NAMED:
             group[kind].append(str(path))
 
     @property
     def corrupt(self) -> int:
-        return sum(self.counts.get(k, 0) for k in PROBLEM_KINDS if k != "temp_file")
+        return sum(self.counts.get(k, 0) for k in PROBLEM_KINDS if k not in NOT_CORRUPT)
 
     def to_dict(self) -> dict[str, Any]:
         rate = self.files_seen / self.seconds if self.seconds > 0 else 0.0
@@ -108,6 +123,7 @@ class MigrationSummary:
             "expired": self.expired,
             "corrupt": self.corrupt,
             "temp_files": self.counts.get("temp_file", 0),
+            "unknown_service": self.counts.get("unknown_service", 0),
             "nul_escapes": self.nul_escapes,
             "skipped_done_shards": self.skipped_done_shards,
             "batches": self.batches,
@@ -278,6 +294,17 @@ def migrate_disk_cache(
     read = partial(
         read_chunk, policy=policy, now=now, jsonb=is_postgres(engine), migration_id=migration_id
     )
+    for folder, files in unknown_folders(root):
+        # Never stored: no TTL, no service to ask; named so the operator can decide.
+        summary.files_seen += files
+        summary.name(summary.problems, "unknown_service", folder, files)
+        logger.warning(
+            "cache migration: skipping %d file(s) under %s: %r is not a known service (%s)",
+            files,
+            folder,
+            folder.name,
+            ", ".join(sorted(KNOWN_SERVICES)),
+        )
     try:
         for result in _chunk_results(list_chunks(root, done), workers, read):
             summary.files_seen += result.files
@@ -420,7 +447,9 @@ def validate_migration(
 
     now = clock()
     pending: list[tuple[CacheEntry, Path]] = []
-    for item in disk.scan():
+    # Only the known services' folders, as the migration reads them.
+    items = (item for service in sorted(KNOWN_SERVICES) for item in disk.scan(service))
+    for item in items:
         verdict = judge(item, policy)
         if verdict.entry is None or verdict.entry.is_expired(now):
             continue

@@ -13,6 +13,13 @@ layouts are recovered when their exact key is known:
   file is reported, never stored under a guess;
 - a record of the current format in the wrong place (another key's name, another service's
   directory): the record names its exact key and service, so it is migrated as such.
+
+Only the services the enrichment knows (:data:`KNOWN_SERVICES`) are migrated: a record
+naming another service, and every file under a top-level folder that is not a known
+service (see :func:`~cowrieprocessor.enrichment.migrate_io.unknown_folders`), is
+reported as ``unknown_service`` and never stored. An old-layout file with nothing in it
+(``{}``, or only its key) is reported as ``empty_object``, never stored as a success
+without data.
 """
 
 from __future__ import annotations
@@ -36,7 +43,10 @@ from cowrieprocessor.enrichment.cache.disk import (
 )
 from cowrieprocessor.enrichment.cache.ttl import TTLPolicy
 from cowrieprocessor.enrichment.outcome import Outcome, Status
+from cowrieprocessor.enrichment.settings import SERVICE_NAMES
 
+#: The services whose entries are migrated.
+KNOWN_SERVICES = frozenset(SERVICE_NAMES)
 #: Kinds of files that are not migrated.
 PROBLEM_KINDS = (
     "empty",
@@ -44,9 +54,13 @@ PROBLEM_KINDS = (
     "not_json",
     "nul_bytes",
     "bad_record",
+    "empty_object",
     "unrecoverable_key",
     "temp_file",
+    "unknown_service",
 )
+#: Problem kinds that are not damage (not counted as corrupt).
+NOT_CORRUPT = ("temp_file", "unknown_service")
 #: Kinds of files that are migrated but worth naming.
 NOTE_KINDS = ("legacy_layout", "misplaced")
 
@@ -89,6 +103,8 @@ def judge_bytes(raw: bytes, item: DiskItem, policy: TTLPolicy) -> FileVerdict:
             entry = entry_from_record(parsed)
         except ValueError as exc:
             return FileVerdict(None, "bad_record", detail=str(exc)[:200])
+        if entry.service not in KNOWN_SERVICES:
+            return FileVerdict(None, "unknown_service", detail=f"a record of {entry.service!r}")
         if entry.service == item.service and entry_location(entry.service, entry.key)[1] == (
             item.path.name
         ):
@@ -127,11 +143,16 @@ def legacy_key(item: DiskItem, body: dict[str, Any]) -> str | None:
 def _legacy(parsed: Any, item: DiskItem, policy: TTLPolicy) -> FileVerdict:
     if not isinstance(parsed, dict):
         return FileVerdict(None, "bad_record", detail=f"a JSON {type(parsed).__name__}")
+    if item.service not in KNOWN_SERVICES:
+        return FileVerdict(None, "unknown_service", detail=f"a file of {item.service!r}")
     key = legacy_key(item, parsed)
     if key is None:
         return FileVerdict(None, "unrecoverable_key", detail="hashed name without its key")
     # A wrapper {"key": ..., "data": {...}} keeps its data; anything else is the body.
     data = parsed.get("data") if isinstance(parsed.get("data"), dict) else parsed
+    if not data or data.keys() <= {"key"}:
+        # {} (or only the key) holds no answer: storing it would invent a success.
+        return FileVerdict(None, "empty_object", detail="no response data in the file")
     stored_at = datetime.fromtimestamp(item.mtime, UTC)
     outcome = Outcome(item.service, key, Status.SUCCESS, data=data, checked_at=stored_at)
     expires_at = policy.expires_at(item.service, Status.SUCCESS, stored_at)

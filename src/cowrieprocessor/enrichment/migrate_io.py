@@ -42,7 +42,7 @@ from cowrieprocessor.enrichment.cache.rows import (
     record_payload,
 )
 from cowrieprocessor.enrichment.cache.ttl import TTLPolicy
-from cowrieprocessor.enrichment.migrate_files import judge
+from cowrieprocessor.enrichment.migrate_files import KNOWN_SERVICES, judge
 
 #: Files per reading task; a shard's progress is recorded at chunk boundaries.
 CHUNK_FILES = 1000
@@ -97,23 +97,41 @@ class ChunkResult:
 
 
 def list_chunks(root: Path, progress: dict[str, str]) -> Iterator[Chunk]:
-    """Chunks of every shard in name order, skipping names at or before ``progress``."""
+    """Chunks of every shard of the known services in name order, skipping names at or
+    before ``progress`` (other top-level folders: :func:`unknown_folders`)."""
     for service_dir in sorted(_dirs(root)):
-        try:
-            service = check_service(service_dir.name)
-        except ValueError:
+        if service_dir.name not in KNOWN_SERVICES:
             continue
+        service = check_service(service_dir.name)
         for shard_dir in sorted(_dirs(service_dir)):
-            names = sorted(
-                e.name
-                for e in os.scandir(shard_dir)
-                if e.name.endswith((ENTRY_SUFFIX, TEMP_SUFFIX))
-            )
+            names = _layout_names(shard_dir)
             done_through = progress.get(f"{service}/{shard_dir.name}")
             if done_through is not None:
                 names = [n for n in names if n > done_through]
             for start in range(0, len(names), CHUNK_FILES):
                 yield Chunk(service, shard_dir, tuple(names[start : start + CHUNK_FILES]))
+
+
+def unknown_folders(root: Path) -> list[tuple[Path, int]]:
+    """Top-level folders of ``root`` that are not a known service and hold files laid
+    out as entries (``{folder}/{shard}/*.json`` or ``.tmp``), with how many: the
+    migration skips them (it never stores a service it does not know) and names them."""
+    found = []
+    for folder in sorted(_dirs(root)):
+        if folder.name not in KNOWN_SERVICES:
+            files = sum(len(_layout_names(shard)) for shard in _dirs(folder))
+            if files:
+                found.append((folder, files))
+    return found
+
+
+def _layout_names(shard_dir: Path) -> list[str]:
+    """Sorted names of the entry and temporary files of one shard directory."""
+    try:
+        with os.scandir(shard_dir) as items:
+            return sorted(e.name for e in items if e.name.endswith((ENTRY_SUFFIX, TEMP_SUFFIX)))
+    except FileNotFoundError:
+        return []
 
 
 def _dirs(directory: Path) -> list[Path]:
