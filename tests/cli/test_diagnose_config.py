@@ -14,6 +14,8 @@ from typer.testing import CliRunner, Result
 from cowrieprocessor.cli import enrich_diagnose
 from cowrieprocessor.cli.enrich import app
 from cowrieprocessor.config import load_settings
+from cowrieprocessor.db import schema
+from cowrieprocessor.db.engine import create_engine
 from cowrieprocessor.diagnostics import Thresholds
 from tests.diagnostics.scenario import scenario_database
 
@@ -27,7 +29,12 @@ def scenario_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture
 def empty_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'empty.sqlite'}"
+    """A database with the schema and no rows (diagnose refuses one without a schema)."""
+    url = f"sqlite:///{tmp_path / 'empty.sqlite'}"
+    engine = create_engine(url)
+    schema.upgrade(engine)
+    engine.dispose()
+    return url
 
 
 @pytest.fixture(autouse=True)

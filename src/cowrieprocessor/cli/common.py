@@ -128,28 +128,39 @@ def open_database(
     pool_size: int = 5,
     max_overflow: int = 5,
     ensure_schema: bool = True,
+    create: bool = True,
 ) -> Engine:
     """Open the database at ``url`` at the code's schema, or exit 2 saying why in one line.
 
     An empty database gets the schema; a bad URL, an unreachable server or a schema
     older or newer than the code ends the command with a message and exit code 2. With
     ``ensure_schema`` false (the schema commands) the schema is left as it is and only
-    the connection is tried. The message never holds the URL's password.
+    the connection is tried. With ``create`` false (commands that read a database, or
+    change rows of one, that must be there already) a SQLite file that does not exist is
+    refused before anything is made, and an empty database is refused instead of given
+    the schema: a mistyped ``--db`` must not look like a healthy, empty database. The
+    message never holds the URL's password.
     """
     from cowrieprocessor.db import schema
     from cowrieprocessor.db.engine import check_url, create_engine, redact_url
 
     engine: Engine | None = None
     try:
-        engine = create_engine(check_url(url), pool_size=pool_size, max_overflow=max_overflow)
+        checked = check_url(url)
+        if not create:
+            _require_sqlite_file(checked)
+        engine = create_engine(checked, pool_size=pool_size, max_overflow=max_overflow)
         if ensure_schema:
-            schema.ensure_current(engine)
+            schema.ensure_current(engine, create_if_empty=create)
         else:
             with engine.connect():
                 pass
-    except (ValueError, schema.SchemaVersionError) as error:
+    except ValueError as error:
         _dispose(engine)
         fail(str(error), EXIT_USAGE, as_json=as_json)
+    except schema.SchemaVersionError as error:
+        _dispose(engine)
+        fail(f"{redact_url(url)}: {error}", EXIT_USAGE, as_json=as_json)
     except Exception as error:  # connection refused, missing driver, permissions
         _dispose(engine)
         logging.getLogger(__name__).debug("opening the database failed", exc_info=True)
@@ -159,6 +170,22 @@ def open_database(
             as_json=as_json,
         )
     return engine
+
+
+def _require_sqlite_file(url: str) -> None:
+    """Raise ValueError when ``url`` names a SQLite file that does not exist (opening it
+    would create it); PostgreSQL and SQLite ``file:`` URIs are left to the driver."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    database = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not database or database.startswith("file:"):
+        return
+    if not Path(database).exists():
+        raise ValueError(
+            f"the SQLite database {database} does not exist (a mistyped --db?); "
+            "`cowrie-loader ingest` or `cowrie-db upgrade` creates it"
+        )
 
 
 def _dispose(engine: Engine | None) -> None:

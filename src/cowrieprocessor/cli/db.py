@@ -36,10 +36,14 @@ app = typer.Typer(
 )
 
 
-def _engine(db: str | None, config: Path | None, as_json: bool) -> tuple[str, Engine]:
-    """The URL and an engine that has connected once; the schema is left as it is."""
+def _engine(
+    db: str | None, config: Path | None, as_json: bool, *, create: bool
+) -> tuple[str, Engine]:
+    """The URL and an engine that has connected once; the schema is left as it is. Only
+    ``upgrade`` (``create``) may make a SQLite file that does not exist yet."""
     settings = settings_or_exit(config, as_json=as_json, db_url=db)
-    return settings.db_url, open_database(settings.db_url, as_json=as_json, ensure_schema=False)
+    engine = open_database(settings.db_url, as_json=as_json, ensure_schema=False, create=create)
+    return settings.db_url, engine
 
 
 def _state(db: str | None, config: Path | None, as_json: bool) -> tuple[str, SchemaState]:
@@ -49,7 +53,7 @@ def _state(db: str | None, config: Path | None, as_json: bool) -> tuple[str, Sch
     from cowrieprocessor.db import schema
     from cowrieprocessor.db.engine import redact_url
 
-    url, engine = _engine(db, config, as_json)
+    url, engine = _engine(db, config, as_json, create=False)
     try:
         return url, schema.state(engine)
     except SQLAlchemyError as error:
@@ -65,9 +69,13 @@ def _migrate(action: str, db: str | None, revision: str, json: bool, config: Pat
     from cowrieprocessor.db import schema
     from cowrieprocessor.db.engine import redact_url
 
-    url, engine = _engine(db, config, json)
+    url, engine = _engine(db, config, json, create=action == "upgrade")
     try:
-        before = schema.state(engine).current
+        found = schema.state(engine)
+        before = found.current
+        if action == "downgrade" and before is None and found.empty:
+            _at_base(url, json)
+            return
         getattr(schema, action)(engine, revision)
         after = schema.state(engine).current
     except (SQLAlchemyError, schema.SchemaVersionError) as error:
@@ -78,6 +86,18 @@ def _migrate(action: str, db: str | None, revision: str, json: bool, config: Pat
         emit_json({"ok": True, "db": redact_url(url), "from": before, "to": after})
     else:
         console.print(f"schema of {redact_url(url)}: {before or 'empty'} -> {after or 'empty'}")
+
+
+def _at_base(url: str, as_json: bool) -> None:
+    """Report a downgrade with nothing to remove: the database has no schema (exit 0)."""
+    from cowrieprocessor.db.engine import redact_url
+
+    if as_json:
+        emit_json({"ok": True, "db": redact_url(url), "from": None, "to": None})
+    else:
+        console.print(
+            f"{redact_url(url)} is already at base (no schema to downgrade)", soft_wrap=True
+        )
 
 
 @app.command(cls=Command)
@@ -103,7 +123,7 @@ def downgrade(
     json: JsonOption = False,
     config: ConfigOption = None,
 ) -> None:
-    """Roll the schema back (default: one migration)."""
+    """Roll the schema back (default: one migration); exit 0 when there is none."""
     _migrate("downgrade", db, revision, json, config)
 
 

@@ -257,6 +257,8 @@ def _check_lines(report: Report, number: int) -> list[tuple[bool, str, list[str]
 
 
 def render_terminal(report: Report, out: Console) -> None:
+    # Checks of diagnostic 0 (sessions loaded) belong to no table: they come first.
+    _print_checks(report, 0, out)
     for number, head, rows, notes in _tables(report):
         table = Table(title=_TITLES[number], title_justify="left")
         for column in head:
@@ -266,14 +268,21 @@ def render_terminal(report: Report, out: Console) -> None:
         out.print(table)
         for note in notes:
             out.print(Text(note))
-        for ok, line, advice in _check_lines(report, number):
-            out.print(
-                Text.assemble(("OK   " if ok else "FAIL ", "green" if ok else "bold red"), line)
-            )
-            for item in advice:
-                out.print(Text(f"  - {item}"))
-    verdict = "healthy" if report.healthy else "UNHEALTHY: a threshold was missed"
+        _print_checks(report, number, out)
+    verdict = "healthy" if report.healthy else f"UNHEALTHY: {_why(report)}"
     out.print(Text(verdict, style="bold green" if report.healthy else "bold red"))
+
+
+def _why(report: Report) -> str:
+    failed = [check for check in report.checks if not check.ok]
+    return "no sessions loaded" if failed[0].diagnostic == 0 else "a threshold was missed"
+
+
+def _print_checks(report: Report, number: int, out: Console) -> None:
+    for ok, line, advice in _check_lines(report, number):
+        out.print(Text.assemble(("OK   " if ok else "FAIL ", "green" if ok else "bold red"), line))
+        for item in advice:
+            out.print(Text(f"  - {item}"))
 
 
 def _md_cell(text: str) -> str:
@@ -285,9 +294,11 @@ def render_markdown(report: Report) -> str:
     parts = [
         "# Enrichment diagnosis",
         "",
-        f"**{'Healthy' if report.healthy else 'Unhealthy: a threshold was missed'}**",
+        f"**{'Healthy' if report.healthy else f'Unhealthy: {_why(report)}'}**",
         "",
     ]
+    if report.checks_of(0):
+        parts += [*_md_checks(report, 0), ""]
     for number, head, rows, notes in _tables(report):
         parts += [f"## {_TITLES[number]}", ""]
         parts.append("| " + " | ".join(head) + " |")
@@ -295,10 +306,16 @@ def render_markdown(report: Report) -> str:
         parts += ["| " + " | ".join(_md_cell(cell) for cell in row) + " |" for row in rows]
         parts.append("")
         parts += [f"{_md_cell(note)}  " for note in notes]
-        for ok, line, advice in _check_lines(report, number):
-            parts.append(f"- {'OK' if ok else '**FAIL**'} {line}")
-            for item in advice:
-                text, _, command = item.partition("\n    run: ")
-                parts.append(f"  - {text}" + (f": `{command}`" if command else ""))
+        parts += _md_checks(report, number)
         parts.append("")
     return "\n".join(parts)
+
+
+def _md_checks(report: Report, number: int) -> list[str]:
+    parts = []
+    for ok, line, advice in _check_lines(report, number):
+        parts.append(f"- {'OK' if ok else '**FAIL**'} {line}")
+        for item in advice:
+            text, _, command = item.partition("\n    run: ")
+            parts.append(f"  - {text}" + (f": `{command}`" if command else ""))
+    return parts

@@ -20,6 +20,7 @@ from rich.console import Console
 from cowrieprocessor.cli.common import (
     EXIT_FAILED,
     EXIT_USAGE,
+    SERVICE_NAMES,
     Command,
     ConfigOption,
     DbOption,
@@ -81,12 +82,14 @@ def register(app: typer.Typer) -> None:
     app.add_typer(cache_app, name="cache", cls=Group)
 
 
-def _engine(settings: Settings, as_json: bool) -> Engine:
+def _engine(settings: Settings, as_json: bool, *, create: bool) -> Engine:
+    """The database; with ``create`` false it must exist, with its schema."""
     return open_database(
         settings.db_url,
         as_json=as_json,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
+        create=create,
     )
 
 
@@ -155,7 +158,7 @@ def migrate_cache(
         fail("--rollback cannot be combined with --validate or --dry-run", EXIT_USAGE)
     if not rollback and (from_disk is None or not to_database):
         fail("migrating and validating need --from-disk PATH --to-database", EXIT_USAGE)
-    engine = _engine(settings, json)
+    engine = _engine(settings, json, create=not (rollback or validate))
     status = migrate.read_status(settings.status_dir)
     if migration_id is None and status is not None:
         migration_id = status.get("migration_id")
@@ -309,7 +312,7 @@ def _tiers(
     engine = None
     policy = ttl_policy(settings)
     if tier in (Tier.ALL, Tier.DATABASE):
-        engine = _engine(settings, as_json)
+        engine = _engine(settings, as_json, create=False)
         caches["database"] = EnrichmentDatabaseCache(engine, policy=policy)
     if tier == Tier.DISK or (tier == Tier.ALL and not settings.disable_disk_cache):
         if settings.cache_dir.is_dir():
@@ -469,6 +472,12 @@ def invalidate(
     from sqlalchemy.exc import SQLAlchemyError
 
     setup_logging(verbose)
+    if service not in SERVICE_NAMES:
+        fail(
+            f"--service {service!r} is not a service; use one of {', '.join(SERVICE_NAMES)}",
+            EXIT_USAGE,
+            as_json=json,
+        )
     settings = settings_or_exit(config, as_json=json, db_url=db)
     caches, engine = _tiers(settings, tier, json)
     before = datetime.now(UTC) - timedelta(days=older_than) if older_than is not None else None

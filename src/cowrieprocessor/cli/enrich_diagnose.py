@@ -1,8 +1,9 @@
 """`cowrie-enrich diagnose` and `cowrie-enrich check-credentials`.
 
-Exit codes: 0 healthy, 1 a threshold was missed (or a configured key failed), 2 the
-diagnosis itself could not run (bad options, unreachable database, wrong schema, the
-database lost while it ran).
+Exit codes: 0 healthy, 1 a threshold was missed or no sessions are loaded (or a
+configured key failed), 2 the diagnosis itself could not run (bad options, an export
+file that cannot be written, unreachable or missing database, no or wrong schema, the
+database lost while it ran). Diagnose never creates a database or its schema.
 """
 
 from __future__ import annotations
@@ -38,7 +39,10 @@ from cowrieprocessor.db.textrule import decode_text
 # The diagnostics (SQLAlchemy, httpx for check-credentials) are imported by the commands,
 # so `cowrie-enrich --help` does not wait for them.
 if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
     from cowrieprocessor.diagnostics import Report, Thresholds
+    from cowrieprocessor.diagnostics.records import Check
 
 
 def _threshold(what: str, name: str) -> Any:
@@ -137,8 +141,8 @@ def diagnose(
 
     Thresholds default to the runbook. Each can be set by its option, a
     COWRIEPROC_DIAG_<NAME> variable or a diag_<name> key of the config file, in that
-    order of precedence. Exit code 0 healthy, 1 a threshold missed, 2 the diagnosis
-    failed.
+    order of precedence. Exit code 0 healthy, 1 a threshold missed or no sessions
+    loaded, 2 the diagnosis failed.
     """
     from cowrieprocessor.db.engine import redact_url
     from cowrieprocessor.diagnostics import DiagnoseOptions, run_diagnostics
@@ -167,14 +171,19 @@ def diagnose(
             samples_per_outcome=samples,
             top=top,
         )
+        if export is not None:
+            _check_export(export, options.only)
     except (FileNotFoundError, ValueError) as error:
         fail(str(error), EXIT_USAGE, as_json=json)
 
     settings = settings_or_exit(config, as_json=json, db_url=db)
-    engine = open_database(settings.db_url, as_json=json, pool_size=1, max_overflow=0)
+    engine = open_database(
+        settings.db_url, as_json=json, pool_size=1, max_overflow=0, create=False
+    )
     try:
         with database_loss_exits(settings.db_url, as_json=json, during="during the diagnosis"):
             report = run_diagnostics(engine, options)
+            loaded = _sessions_loaded(engine, options.since)
     except typer.Exit:  # the line is printed already
         raise
     except Exception as error:  # connection refused, permissions, a damaged database
@@ -189,8 +198,18 @@ def diagnose(
 
     from cowrieprocessor.cli.diagnose_render import render_markdown, render_terminal
 
+    if loaded == 0:
+        report.checks.insert(0, _no_sessions_check(options.since))
+        where = f" since {options.since:%Y-%m-%d}" if options.since else ""
+        console.print(
+            f"warning: no sessions loaded{where} in {redact_url(settings.db_url)}; "
+            "unhealthy until `cowrie-loader ingest` loads some (is --db the right database?)",
+            style="bold yellow",
+            markup=False,
+            soft_wrap=True,
+        )
     if export is not None:
-        written, skipped = _export(report, export)
+        written, skipped = _export(report, export, as_json=json)
         console.print(
             f"exported {written} session(s) to {export}"
             + (f"; {skipped} left out (tab or line break in the id)" if skipped else ""),
@@ -272,14 +291,51 @@ def _parse_since(text: str | None) -> datetime | None:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
-def _export(report: Report, path: Path) -> tuple[int, int]:
+def _check_export(path: Path, only: tuple[int, ...]) -> None:
+    """Raise ValueError, before any work, when ``--export`` cannot be written: diagnostic
+    8 not run, the path a directory, or its directory missing."""
+    if 8 not in only:
+        raise ValueError("--export needs diagnostic 8 (add 8 to --only)")
+    if path.is_dir():
+        raise ValueError(f"--export {path}: is a directory; give a file name")
+    if not path.parent.is_dir():
+        raise ValueError(f"--export {path}: the directory {path.parent} does not exist")
+
+
+def _sessions_loaded(engine: Engine, since: datetime | None) -> int:
+    """How many sessions the database holds (first seen at or after ``since``)."""
+    from sqlalchemy import func, select
+
+    from cowrieprocessor.db.models import SessionSummary, table_of
+
+    sessions = table_of(SessionSummary)
+    query = select(func.count()).select_from(sessions)
+    if since is not None:
+        query = query.where(sessions.c.first_event_at >= since)
+    with engine.connect() as conn:
+        return int(conn.scalar(query) or 0)
+
+
+def _no_sessions_check(since: datetime | None) -> Check:
+    """The failed check of a database without sessions (diagnostic 0: a precondition of
+    all ten), so that a health check on an empty or wrong database does not pass."""
+    from cowrieprocessor.diagnostics.records import Advice, Check
+
+    advice = Advice(
+        "no sessions are loaded"
+        + (f" since {since:%Y-%m-%d}" if since else "")
+        + ": load the logs, or point --db at the database they were loaded into",
+        "cowrie-loader ingest /var/log/cowrie/",
+    )
+    return Check(0, "sessions loaded", 0, 1, False, "min", (advice,))
+
+
+def _export(report: Report, path: Path, *, as_json: bool) -> tuple[int, int]:
     """Write the ranked sessions of diagnostic 8 as ``refresh --ids-from`` reads them: the
     original text, UTF-8 with surrogate escapes. Ids that such a line cannot carry (a
     tab, a line break, surrounding blanks, a surrogate outside the escape range) are
-    counted instead."""
-    ranked = report.records.get(8)
-    if ranked is None:
-        fail("--export needs diagnostic 8 (add 8 to --only)", EXIT_USAGE)
+    counted instead. A file that cannot be written ends the command with exit 2."""
+    ranked = report.records[8]
     lines, skipped = [], 0
     for item in ranked:
         sensor, session_id = decode_text(item.sensor), decode_text(item.session_id)
@@ -294,7 +350,12 @@ def _export(report: Report, path: Path) -> tuple[int, int]:
             skipped += 1
             continue
         lines.append(line)
-    path.write_text("".join(lines), encoding="utf-8", errors="surrogateescape")
+    try:
+        path.write_text("".join(lines), encoding="utf-8", errors="surrogateescape")
+    except OSError as error:
+        fail(
+            f"cannot write --export {path}: {error.strerror or error}", EXIT_USAGE, as_json=as_json
+        )
     return len(lines), skipped
 
 

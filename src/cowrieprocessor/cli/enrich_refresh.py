@@ -33,12 +33,14 @@ from cowrieprocessor.cli.common import (
     settings_or_exit,
     setup_logging,
 )
+from cowrieprocessor.safetext import printable
 
 # The enrichment package (SQLAlchemy, httpx, pyrate-limiter) is imported by the command
 # itself, so `cowrie-enrich --help` does not wait for it.
 if TYPE_CHECKING:
     from cowrieprocessor.config import Settings
     from cowrieprocessor.enrichment.refresh import RefreshOptions, RefreshResult
+    from cowrieprocessor.enrichment.targets import IdFilter
     from cowrieprocessor.enrichment.workers import PoolResult
 
 EXIT_INTERRUPTED = 130
@@ -205,7 +207,7 @@ def refresh_command(
 
     from cowrieprocessor.db.engine import redact_url
     from cowrieprocessor.enrichment.refresh import RefreshOptions, refresh
-    from cowrieprocessor.enrichment.targets import IdFilter, Mode
+    from cowrieprocessor.enrichment.targets import Mode
 
     setup_logging(verbose)
     if sum((only_missing, stale, all_rows)) > 1:
@@ -222,8 +224,8 @@ def refresh_command(
         urlhaus_api_key=urlhaus_api_key,
         spur_api_key=spur_api_key,
     )
+    ids = _read_ids(ids_from, json) if ids_from is not None else None
     try:
-        ids = IdFilter.from_file(ids_from) if ids_from is not None else None
         options = RefreshOptions(
             sessions=sessions,
             files=files,
@@ -366,6 +368,32 @@ def _lost(url: str, as_json: bool) -> AbstractContextManager[None]:
         during="during the refresh",
         kept=_LOST_KEPT,
     )
+
+
+def _read_ids(path: Path, as_json: bool) -> IdFilter:
+    """The sessions ``--ids-from`` names; exit 2 when the file cannot be read, and warn,
+    with the first line numbers, about lines that name no session."""
+    from cowrieprocessor.enrichment.targets import IdFilter
+
+    try:
+        ids, skipped = IdFilter.read(path)
+    except OSError as error:
+        fail(f"--ids-from {path}: {error.strerror or error}", EXIT_USAGE, as_json=as_json)
+    if skipped:
+        shown = ", ".join(
+            f"line {number} '{printable(line, limit=40, stored=False)}'"
+            for number, line in skipped[:3]
+        )
+        more = f" and {len(skipped) - 3} more" if len(skipped) > 3 else ""
+        console.print(
+            f"warning: --ids-from {path}: {len(skipped)} line(s) skipped, not "
+            f"'sensor<TAB>session_id' or 'session_id': {shown}{more}; "
+            f"{len(ids)} session(s) named",
+            style="yellow",
+            markup=False,
+            soft_wrap=True,
+        )
+    return ids
 
 
 def _services(text: str | None) -> tuple[str, ...]:

@@ -120,7 +120,7 @@ def ensure_current(engine: Engine, *, create_if_empty: bool = True) -> SchemaSta
 
     An empty database (a first run) is brought to the newest revision when
     ``create_if_empty`` is set. Raises :class:`SchemaVersionError` with the command to
-    run otherwise.
+    run otherwise (an empty database included).
     """
     found = state(engine)
     if found.up_to_date:
@@ -128,6 +128,11 @@ def ensure_current(engine: Engine, *, create_if_empty: bool = True) -> SchemaSta
     if found.current is None and found.empty and create_if_empty:
         upgrade(engine)
         return state(engine)
+    if found.current is None and found.empty:
+        raise SchemaVersionError(
+            "the database is empty (no cowrieprocessor schema); `cowrie-loader ingest` "
+            "or `cowrie-db upgrade --db URL` creates the schema"
+        )
     if found.current is None:
         raise SchemaVersionError(
             "the database has tables but no cowrieprocessor schema version; "

@@ -11,6 +11,7 @@ later page. Whether a row needs work is decided in Python from its stored envelo
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -34,6 +35,8 @@ FILES = _table_of(File)
 LOGINS = _table_of(LoginAttempt)
 PASSWORDS = _table_of(PasswordEnrichment)
 
+#: What a bare session id in an ``--ids-from`` file cannot hold: a separator of a pair.
+_NOT_BARE = re.compile(r"[\s,]")
 #: How many ids go into one ``IN (...)`` when ``--ids-from`` names sessions.
 _ID_CHUNK = 500
 
@@ -85,24 +88,38 @@ class IdFilter:
 
     @classmethod
     def from_file(cls, path: Path) -> IdFilter:
+        """The sessions :meth:`read` finds in ``path``, without its skipped lines."""
+        return cls.read(path)[0]
+
+    @classmethod
+    def read(cls, path: Path) -> tuple[IdFilter, list[tuple[int, str]]]:
         """Read one session per line; blank lines and ``#`` comments are ignored.
+
+        Also returns the lines not understood, as (line number, text), which name no
+        session: more than one tab, an empty sensor or id beside the tab, or a line
+        without a tab holding a blank or a comma (a pair separated by something else).
 
         Raises:
             OSError: the file cannot be read.
         """
         pairs: set[tuple[str, str]] = set()
         bare: set[str] = set()
+        skipped: list[tuple[int, str]] = []
         text = path.read_text(encoding="utf-8", errors="surrogateescape")
-        for line in text.splitlines():
+        # Lines end at \n alone (\r\n too): splitlines() would also cut at the \x1c..\x1e,
+        # \x85 and U+2028 an attacker's session id may hold, which the export writes.
+        for number, line in enumerate(text.split("\n"), start=1):
             line = line.strip("\r\n")
             if not line.strip() or line.lstrip().startswith("#"):
                 continue
-            sensor, tab, session_id = line.partition("\t")
-            if tab:
-                pairs.add((sensor.strip(), session_id.strip()))
+            fields = [field.strip() for field in line.split("\t")]
+            if len(fields) == 2 and all(fields):
+                pairs.add((fields[0], fields[1]))
+            elif len(fields) == 1 and not _NOT_BARE.search(fields[0]):
+                bare.add(fields[0])
             else:
-                bare.add(line.strip())
-        return cls(frozenset(pairs), frozenset(bare))
+                skipped.append((number, line))
+        return cls(frozenset(pairs), frozenset(bare)), skipped
 
     def __len__(self) -> int:
         return len(self.pairs) + len(self.bare)
