@@ -9,6 +9,7 @@ Top-level keys of the file are the setting names in lower case (``db_url = "..."
 
 from __future__ import annotations
 
+import difflib
 import os
 import tomllib
 from pathlib import Path
@@ -77,6 +78,29 @@ def read_config_file(explicit: Path | None = None) -> tuple[Path | None, dict[st
             return path, tomllib.load(handle)
     except tomllib.TOMLDecodeError as error:
         raise ValueError(f"config file {path} is not valid TOML: {error}") from None
+
+
+def unknown_config_keys(table: dict[str, Any]) -> list[str]:
+    """Top-level keys of a config file that name no setting, each with the closest
+    setting name when there is one (``"vt_apikey (did you mean vt_api_key?)"``).
+
+    ``diag_*`` keys belong to ``cowrie-enrich diagnose``, which checks them itself.
+    """
+    known: set[str] = set()
+    for name, field in Settings.model_fields.items():
+        known.add(name)
+        alias = field.validation_alias
+        if isinstance(alias, AliasChoices):
+            known.update(str(choice).lower() for choice in alias.choices)
+        elif isinstance(alias, str):
+            known.add(alias.lower())
+    unknown: list[str] = []
+    for key in table:
+        if key.lower() in known or key.lower().startswith("diag_"):
+            continue
+        close = difflib.get_close_matches(key.lower(), sorted(known), n=1)
+        unknown.append(f"{key!r} (did you mean {close[0]}?)" if close else repr(key))
+    return unknown
 
 
 class Settings(EnrichmentSettings, BaseSettings):

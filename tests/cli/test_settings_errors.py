@@ -102,3 +102,32 @@ def test_a_dshield_email_no_user_agent_can_carry_is_a_configuration_error(
         "error: configuration: dshield_email must be one e-mail address in printable ASCII "
         "(it is sent in the User-Agent header)"
     )
+
+
+def test_a_misspelt_key_in_the_config_file_stops_the_command_before_any_work(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "sensors.toml"
+    path.write_text(
+        'vt_apikey = "Sup3r-secret"\nsensor = "s1"\nuse_database_cache = true\n'
+        "diag_min_coverage_pct = 50\nbogus_thing = 1\n"
+    )
+    database = tmp_path / "cowrie.sqlite"
+    result = CliRunner().invoke(
+        loader.app,
+        ["ingest", str(REPO / "samples"), "--db", f"sqlite:///{database}", "--config", str(path)],
+    )
+    line = _one_line(result)
+    assert line == (
+        f"error: configuration: {path} has unknown settings: "
+        "'vt_apikey' (did you mean vt_api_key?), 'bogus_thing'"
+    )
+    assert "Sup3r" not in result.stdout + result.stderr
+    assert not database.exists()
+
+    path.write_text('vt_api_key = "Sup3r-secret"\nsensor = "s1"\nUSE_DATABASE_CACHE = true\n')
+    result = CliRunner().invoke(
+        loader.app,
+        ["ingest", str(REPO / "samples"), "--db", f"sqlite:///{database}", "--config", str(path)],
+    )
+    assert result.exit_code == 0, result.output

@@ -223,10 +223,25 @@ def settings_or_exit(config: Path | None, *, as_json: bool = False, **overrides:
     given (it may be a key)."""
     from pydantic import ValidationError
 
-    from cowrieprocessor.config import find_config_file, load_settings
+    from cowrieprocessor.config import (
+        find_config_file,
+        load_settings,
+        read_config_file,
+        unknown_config_keys,
+    )
 
     try:
-        return load_settings(config, **overrides)
+        settings = load_settings(config, **overrides)
+        path, table = read_config_file(config)
+        unknown = unknown_config_keys(table)
+        if unknown:
+            # A misspelt key would otherwise be ignored and its default used in silence.
+            fail(
+                f"configuration: {path} has unknown settings: {', '.join(unknown)}",
+                EXIT_USAGE,
+                as_json=as_json,
+            )
+        return settings
     except ValidationError as error:
         problems = "; ".join(_problem(item) for item in error.errors())
         fail(f"configuration: {problems}", EXIT_USAGE, as_json=as_json)
