@@ -3,14 +3,19 @@
 Exit codes: 0 done (some lookups may have failed), 1 a service failed for every lookup it
 attempted (or, with ``--workers``, a worker died; its rows were taken over), 2 bad usage,
 the database could not be opened or failed during the run (the outcomes stored until then
-stay, and a rerun goes on from there), 130 interrupted (Ctrl-C; likewise).
+stay, and a rerun goes on from there), 130 interrupted (Ctrl-C; likewise), 143 with
+``--workers``: stopped by SIGTERM (its workers stopped too; without workers SIGTERM ends
+the process, which a shell also reports as 143).
 """
 
 from __future__ import annotations
 
 import logging
+import signal
 import sys
-from contextlib import AbstractContextManager
+import threading
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -44,6 +49,8 @@ if TYPE_CHECKING:
     from cowrieprocessor.enrichment.workers import PoolResult
 
 EXIT_INTERRUPTED = 130
+#: SIGTERM to a refresh with workers: 128 + 15, as a shell reports a process it ended.
+EXIT_TERMINATED = 128 + signal.SIGTERM
 #: ``cowrieprocessor.enrichment.claims.DEFAULT_LEASE`` in seconds (tests/cli check).
 DEFAULT_LEASE_SECONDS = 300.0
 
@@ -299,19 +306,22 @@ def _run_workers(
     try:
         if settings.db_url.startswith("sqlite"):
             sqlite_limit_file(settings.db_url)  # refuses an in-memory database up front
-        result = refresh_with_workers(
-            settings,
-            options,
-            workers,
-            run_id=run_id,
-            lease=timedelta(seconds=lease_seconds),
-            log_level=logging.DEBUG if verbose else logging.WARNING,
-        )
+        with _sigterm_interrupts():
+            result = refresh_with_workers(
+                settings,
+                options,
+                workers,
+                run_id=run_id,
+                lease=timedelta(seconds=lease_seconds),
+                log_level=logging.DEBUG if verbose else logging.WARNING,
+            )
     except ValueError as error:
         fail(str(error), EXIT_USAGE, as_json=json)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stopped:
+        # The workers were told to stop and have ended (refresh_with_workers saw to it).
         console.print("interrupted; committed rows are kept, run again to go on", markup=False)
-        raise typer.Exit(EXIT_INTERRUPTED) from None
+        code = EXIT_TERMINATED if isinstance(stopped, _Terminated) else EXIT_INTERRUPTED
+        raise typer.Exit(code) from None
 
     if result.database_lost is not None and len(result.died) == workers:
         # Every worker is gone and the database is why: the line the single-process run
@@ -354,6 +364,28 @@ def _run_workers(
         console.print(f"error: every lookup failed for: {failed}", markup=False)
     if result.exit_code:
         raise typer.Exit(result.exit_code)
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread the way Ctrl-C raises KeyboardInterrupt."""
+
+
+@contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """Inside: SIGTERM raises :class:`_Terminated`, so a refresh with workers stops them
+    (they are the forkserver's children: the default SIGTERM would leave them running)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set in the main thread
+        return
+
+    def terminated(signum: int, frame: object) -> None:
+        raise _Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 #: What stays when the database fails during a refresh.

@@ -15,6 +15,14 @@ then share claims as if they were one pool. Each worker keeps its own status fil
 ``<status_dir>/workers/<n>/``; the parent merges them into ``<status_dir>/
 enrichment_refresh.json`` every second and at the end.
 
+Stopping: each worker holds the read end of a pipe whose only write end is the parent's.
+The parent closes it when it is interrupted (or fails), and it closes by itself when the
+parent dies, even by SIGKILL; either way each worker sees end of file and stops before
+its next lookup or claim, writes its status as interrupted and gives back the claims of
+the page it abandoned (its rows were not written; their answers are in the cache), so a
+rerun takes them at once. Workers are not the parent's children (the forkserver's), so
+nothing else would tell them.
+
 Connections: each worker holds at most ``pool_size + max_overflow`` connections of its
 engine plus, on PostgreSQL, :data:`~.shared_limits.PG_POOL_MAX` for the rate-limit
 buckets and the database cache's read connection: :data:`CONNECTIONS_PER_WORKER` (see
@@ -23,22 +31,30 @@ docs/refresh.md for sizing against ``max_connections``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
+import os
 import queue
+import signal
+import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from multiprocessing.queues import Queue
 from pathlib import Path
 from typing import Any
 
 import orjson
+from sqlalchemy import update
 
 from cowrieprocessor.config import Settings
 from cowrieprocessor.db.engine import create_engine
 from cowrieprocessor.db.errors import error_text, lost_database
-from cowrieprocessor.enrichment.claims import DEFAULT_LEASE, RowClaims, new_run_id
+from cowrieprocessor.enrichment.claims import CLAIMS, DEFAULT_LEASE, RowClaims, new_run_id
 from cowrieprocessor.enrichment.flight import SingleFlight
 from cowrieprocessor.enrichment.refresh import RefreshOptions, refresh
 from cowrieprocessor.enrichment.shared_limits import PG_POOL_MAX, shared_limiters
@@ -58,6 +74,14 @@ CONNECTIONS_PER_WORKER = (
 )
 #: The key of a worker's message saying it lost the database (instead of a summary).
 _LOST = "database_lost"
+#: A worker told to stop finishes the lookup in hand; still busy this long after (a
+#: retry, a rate-limit wait), it is interrupted where it is, and as long again later it
+#: ends at once.
+STOP_GRACE_SECONDS = 3.0
+#: How long an interrupted parent waits for its workers before terminating them.
+STOP_WAIT_SECONDS = 10.0
+#: The lease end of a claim given back: free for anyone at once.
+_NO_LEASE = datetime(1970, 1, 1, tzinfo=UTC)
 
 _COUNTED = ("memo_hits", "cache_hits", "cache_misses", "attempted", "failed", "api_calls")
 
@@ -115,8 +139,10 @@ def refresh_with_workers(
 
     Raises:
         ValueError: ``workers`` is below 1.
-        KeyboardInterrupt: after the workers were told to stop (they commit what they
-            have) and joined.
+        KeyboardInterrupt: after the workers were told to stop (each finishes the lookup
+            in hand, keeps the pages it committed and gives back its other claims) and
+            joined, at most :data:`STOP_WAIT_SECONDS` before the rest are terminated.
+            Any other exception stops the workers the same way before it propagates.
     """
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
@@ -128,35 +154,40 @@ def refresh_with_workers(
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload([__name__])
     results: Queue[tuple[int, dict[str, Any]]] = context.Queue()
+    # Closing ``stop_writer`` (or this process ending) tells every worker to stop.
+    stop_reader, stop_writer = context.Pipe(duplex=False)
     specs = [
         WorkerSpec(i, settings, options, run_id, lease.total_seconds(), directory, log_level)
         for i in range(workers)
     ]
     processes = [
-        context.Process(target=worker_main, args=(spec, results), name=f"refresh-worker-{i}")
+        context.Process(
+            target=worker_main, args=(spec, results, stop_reader), name=f"refresh-worker-{i}"
+        )
         for i, spec in enumerate(specs)
     ]
     logger.info("refresh run %s: starting %d workers", run_id, workers)
     started = time.monotonic()
-    for process in processes:
-        process.start()
-
     summaries: dict[int, dict[str, Any]] = {}
     lost: dict[int, str] = {}
     try:
+        for process in processes:
+            process.start()
+        stop_reader.close()  # each worker has its own copy now
         while any(p.is_alive() for p in processes):
             _drain(results, summaries, lost, timeout=0.5)
             _write_merged(directory, specs, summaries, started, "running")
         for process in processes:
             process.join()
         _drain(results, summaries, lost, timeout=0.1)
-    except KeyboardInterrupt:
-        for process in processes:
-            process.join(timeout=30)
-            if process.is_alive():
-                process.terminate()
-        _write_merged(directory, specs, summaries, started, "interrupted")
+    except BaseException as error:
+        stop_writer.close()
+        _stop(processes, results, summaries, lost)
+        state = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
+        _write_merged(directory, specs, summaries, started, state)
         raise
+    finally:
+        stop_writer.close()
 
     died = [i for i, p in enumerate(processes) if i not in summaries or p.exitcode != 0]
     for index in died:
@@ -175,19 +206,112 @@ def refresh_with_workers(
     return PoolResult(merged, died, lost[min(lost)] if lost else None)
 
 
-def worker_main(spec: WorkerSpec, results: Queue[tuple[int, dict[str, Any]]]) -> None:
+def _stop(
+    processes: Sequence[BaseProcess],
+    results: Queue[tuple[int, dict[str, Any]]],
+    summaries: dict[int, dict[str, Any]],
+    lost: dict[int, str],
+) -> None:
+    """Wait for workers told to stop (reading what they send, so none blocks on a full
+    queue), at most :data:`STOP_WAIT_SECONDS`; then terminate those left."""
+    deadline = time.monotonic() + STOP_WAIT_SECONDS
+    while any(p.is_alive() for p in processes if p.pid is not None):
+        if time.monotonic() >= deadline:
+            break
+        _drain(results, summaries, lost, timeout=0.1)
+    for process in processes:
+        if process.pid is not None and process.is_alive():
+            logger.warning("%s did not stop in time; terminating it", process.name)
+            process.terminate()
+            process.join(timeout=2)
+            if process.is_alive():
+                process.kill()
+
+
+class _StopWatch:
+    """In a worker: whether the parent said stop, by closing its end of the stop pipe
+    or by dying (the pipe then closes by itself)."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.requested = threading.Event()
+        #: Set once the refresh has returned or raised: nothing left to interrupt.
+        self.done = threading.Event()
+        threading.Thread(
+            target=self._watch, args=(connection,), name="stop-watch", daemon=True
+        ).start()
+
+    def check(self, *_: object) -> None:
+        """Raise KeyboardInterrupt once told to stop (also a refresh progress callback:
+        called after each row is looked up)."""
+        if self.requested.is_set():
+            raise KeyboardInterrupt("the refresh parent said stop")
+
+    def _watch(self, connection: Connection) -> None:
+        with contextlib.suppress(EOFError, OSError):
+            connection.recv_bytes()  # nothing is ever sent: this returns at end of file
+        self.requested.set()
+        if self.done.wait(STOP_GRACE_SECONDS):
+            return
+        # Still inside one lookup (retries, a rate-limit wait): interrupt it there.
+        logger.info("still busy %.0f s after stop; interrupting", STOP_GRACE_SECONDS)
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(STOP_GRACE_SECONDS)
+        # Reached only if the process is still running (this thread is a daemon).
+        logger.warning("still running %.0f s after stop; ending", 2 * STOP_GRACE_SECONDS)
+        os._exit(1)
+
+
+class _StoppingClaims(RowClaims):
+    """Claims that take no new page, and wait for no lease, once told to stop."""
+
+    def __init__(self, stop: _StopWatch, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.stop = stop
+
+    def claim(self, kind: str, keys: Any) -> set[str]:
+        self.stop.check()
+        return super().claim(kind, keys)
+
+    def unfinished(self, kind: str) -> tuple[list[str], datetime | None]:
+        self.stop.check()
+        return super().unfinished(kind)
+
+
+def _give_back(claims: RowClaims) -> int:
+    """Free this worker's unfinished claims (rows it looked up, or not yet, but never
+    wrote) at once, instead of leaving them to the end of their lease."""
+    c = CLAIMS.c
+    with claims.engine.begin() as conn:
+        freed = conn.execute(
+            update(CLAIMS)
+            .where(
+                c.run_id == claims.run_id,
+                c.claimed_by == claims.worker,
+                c.finished_at.is_(None),
+            )
+            .values(run_id="", claimed_by="", lease_until=_NO_LEASE)
+        )
+    return int(freed.rowcount or 0)
+
+
+def worker_main(
+    spec: WorkerSpec,
+    results: Queue[tuple[int, dict[str, Any]]],
+    stop: Connection,
+) -> None:
     """The body of one worker process: its own engine, limiters, claims and flight.
 
     Should the database fail (see :func:`~cowrieprocessor.db.errors.lost_database`), the
     worker sends the parent one line saying so instead of its summary and ends without
-    a traceback; what it committed stays. Any other error ends it as a death.
+    a traceback; what it committed stays. Any other error ends it as a death. When the
+    parent closes ``stop`` (or dies) the worker stops as if interrupted.
     """
     logging.basicConfig(
         level=spec.log_level,
         format="%(asctime)s %(processName)s %(levelname)s %(name)s %(message)s",
     )
     try:
-        _work(spec, results)
+        _work(spec, results, _StopWatch(stop))
     except Exception as error:
         found = lost_database(error)
         if found is None:
@@ -196,13 +320,15 @@ def worker_main(spec: WorkerSpec, results: Queue[tuple[int, dict[str, Any]]]) ->
         results.put((spec.index, {_LOST: error_text(found, spec.settings.db_url)}))
 
 
-def _work(spec: WorkerSpec, results: Queue[tuple[int, dict[str, Any]]]) -> None:
+def _work(spec: WorkerSpec, results: Queue[tuple[int, dict[str, Any]]], stop: _StopWatch) -> None:
     engine = create_engine(
         spec.settings.db_url, pool_size=WORKER_POOL_SIZE, max_overflow=WORKER_MAX_OVERFLOW
     )
     limiters = shared_limiters(spec.settings.db_url)
+    claims = _StoppingClaims(
+        stop, engine, spec.run_id, lease=timedelta(seconds=spec.lease_seconds)
+    )
     try:
-        claims = RowClaims(engine, spec.run_id, lease=timedelta(seconds=spec.lease_seconds))
         if spec.index == 0:
             removed = claims.remove_old()
             if removed:
@@ -213,20 +339,35 @@ def _work(spec: WorkerSpec, results: Queue[tuple[int, dict[str, Any]]]) -> None:
             spec.options,
             limiters=limiters,
             status_dir=_worker_dir(spec.status_dir, spec.index),
+            progress=stop.check,
             claims=claims,
             # A pending flight of a dead worker holds its waiters as long as a claim.
             flight=SingleFlight(engine, owner=claims.worker, lease=claims.lease),
         )
+        stop.done.set()
         summary = result.as_dict()
         summary["lost_claims"] = claims.lost
         results.put((spec.index, summary))
     except KeyboardInterrupt:
-        # Ctrl-C reaches every worker; each has written its status file as interrupted
-        # and committed its pages, and the parent reports the run.
+        # Told to stop by the parent, or Ctrl-C (it reaches every worker): the status
+        # file says interrupted, the committed pages stay, the parent reports the run.
+        stop.done.set()
         logger.info("refresh worker %d interrupted", spec.index)
+        _give_back_quietly(claims, spec.index)
     finally:
+        stop.done.set()
         limiters.close()
         engine.dispose()
+
+
+def _give_back_quietly(claims: RowClaims, index: int) -> None:
+    try:
+        freed = _give_back(claims)
+    except Exception:  # the database is gone: the leases end by themselves
+        logger.debug("refresh worker %d could not give its claims back", index, exc_info=True)
+        return
+    if freed:
+        logger.info("refresh worker %d gave back %d unwritten claims", index, freed)
 
 
 def _worker_dir(directory: Path, index: int) -> Path:
