@@ -199,8 +199,8 @@ def test_a_signal_to_the_parent_stops_its_workers_and_a_rerun_asks_no_key_twice(
     assert providers.requests() == stopped
     assert process.returncode == code
     if sent != signal.SIGKILL:
-        # As the single-process refresh does: the line on stderr, no JSON summary.
-        assert stdout == ""
+        # As the single-process refresh does: the line on stderr, and one object on stdout.
+        assert orjson.loads(stdout) == {"ok": False, "interrupted": True, "error": INTERRUPTED}
         assert stderr.splitlines()[-1] == INTERRUPTED
         merged = orjson.loads((status_dir / "enrichment_refresh.json").read_bytes())
         assert merged["state"] == "interrupted"
@@ -243,3 +243,41 @@ def test_a_signal_to_the_parent_stops_its_workers_and_a_rerun_asks_no_key_twice(
     assert sorted(asked_per_key) == sorted(ADDRESSES)
     assert sum(asked_per_key.values()) - ROWS == summary["api_calls"] - (ROWS - stopped)
     assert max(asked_per_key.values()) <= 1 + (again > 0)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+def test_sigterm_ends_a_refresh_without_workers_as_interrupted(
+    url: str, providers: FakeProviders, tmp_path: Path
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COWRIEPROC_")}
+    env |= _environment(providers)
+    script = Path(sys.executable).parent / "cowrie-enrich"
+    status_dir = tmp_path / "status"
+    command = [str(script), "refresh", "--db", url, "--batch-size", "5", "--json"]
+    command += ["--services", "dshield", "--cache-dir", str(tmp_path / "cache")]
+    command += ["--status-dir", str(status_dir), *_key_flags()]
+    providers.delay = 0.05
+    process = subprocess.Popen(
+        command, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while _written(url) < 10:
+            assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+            time.sleep(0.02)
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=15)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+
+    assert process.returncode == 143
+    assert orjson.loads(stdout) == {"ok": False, "interrupted": True, "error": INTERRUPTED}
+    assert stderr.splitlines()[-1] == INTERRUPTED
+    status = orjson.loads((status_dir / "enrichment_refresh.json").read_bytes())
+    assert status["state"] == "interrupted"
+    written = _written(url)
+    assert status["rows"]["sessions"]["enriched"] == written
+    assert 10 <= written < ROWS

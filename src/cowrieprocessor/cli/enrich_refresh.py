@@ -4,8 +4,7 @@ Exit codes: 0 done (some lookups may have failed), 1 a service failed for every 
 attempted (or, with ``--workers``, a worker died; its rows were taken over), 2 bad usage,
 the database could not be opened or failed during the run (the outcomes stored until then
 stay, and a rerun goes on from there), 130 interrupted (Ctrl-C; likewise), 143 with
-``--workers``: stopped by SIGTERM (its workers stopped too; without workers SIGTERM ends
-the process, which a shell also reports as 143).
+SIGTERM (its workers, if any, stopped too; the status file says interrupted).
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
@@ -271,11 +270,12 @@ def refresh_command(
         bar.update(task, completed=done, total=total or None, description=kind)
 
     try:
-        with _lost(settings.db_url, json), bar:
+        # SIGTERM (systemd stopping the unit) ends the run as Ctrl-C does: the status file
+        # says interrupted instead of staying at running.
+        with _sigterm_interrupts(), _lost(settings.db_url, json), bar:
             result = refresh(engine, settings, options, progress=on_progress)
-    except KeyboardInterrupt:
-        console.print("interrupted; committed rows are kept, run again to go on", markup=False)
-        raise typer.Exit(EXIT_INTERRUPTED) from None
+    except KeyboardInterrupt as stopped:
+        _interrupted(stopped, json)
     finally:
         engine.dispose()
 
@@ -319,9 +319,7 @@ def _run_workers(
         fail(str(error), EXIT_USAGE, as_json=json)
     except KeyboardInterrupt as stopped:
         # The workers were told to stop and have ended (refresh_with_workers saw to it).
-        console.print("interrupted; committed rows are kept, run again to go on", markup=False)
-        code = EXIT_TERMINATED if isinstance(stopped, _Terminated) else EXIT_INTERRUPTED
-        raise typer.Exit(code) from None
+        _interrupted(stopped, json)
 
     if result.database_lost is not None and len(result.died) == workers:
         # Every worker is gone and the database is why: the line the single-process run
@@ -368,6 +366,19 @@ def _run_workers(
 
 class _Terminated(KeyboardInterrupt):
     """SIGTERM, raised in the main thread the way Ctrl-C raises KeyboardInterrupt."""
+
+
+_INTERRUPTED = "interrupted; committed rows are kept, run again to go on"
+
+
+def _interrupted(stopped: KeyboardInterrupt, json: bool) -> NoReturn:
+    """End a stopped run: the line on stderr (and with ``--json`` one object saying so on
+    stdout), exit 143 for SIGTERM, else 130."""
+    if json:
+        emit_json({"ok": False, "interrupted": True, "error": _INTERRUPTED})
+    console.print(_INTERRUPTED, markup=False)
+    code = EXIT_TERMINATED if isinstance(stopped, _Terminated) else EXIT_INTERRUPTED
+    raise typer.Exit(code) from None
 
 
 @contextmanager
