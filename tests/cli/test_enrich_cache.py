@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from cowrieprocessor.cli.db import app as db_app
 from cowrieprocessor.cli.enrich import app
 from cowrieprocessor.db import schema
 from cowrieprocessor.db.engine import create_engine
@@ -43,6 +44,10 @@ def test_migrate_validate_rollback_through_the_command(
     fx = make_disk_cache(tmp_path / "disk")
     source = ("--from-disk", str(fx.root), "--to-database")
 
+    # A dry run writes nothing, so it does not create the database either.
+    missing = invoke(env, "migrate-cache", *source, "--dry-run", code=2)
+    assert missing["ok"] is False and "cowrie-db upgrade" in missing["error"]
+    assert CliRunner().invoke(db_app, ["upgrade"], env=env).exit_code == 0
     dry = invoke(env, "migrate-cache", *source, "--dry-run", "--workers", "1")
     real = invoke(env, "migrate-cache", *source, "--batch-size", "5", "--workers", "2")
     valid = invoke(env, "migrate-cache", *source, "--validate")

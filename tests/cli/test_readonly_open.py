@@ -33,6 +33,7 @@ READERS: list[tuple[Any, tuple[str, ...]]] = [
     (enrich_app, ("cache", "cleanup")),
     (enrich_app, ("cache", "invalidate", "--service", "dshield")),
     (enrich_app, ("migrate-cache", "--rollback", "--migration-id", "m1")),
+    (enrich_app, ("migrate-cache", "--from-disk", str(SAMPLES), "--to-database", "--dry-run")),
     (db_app, ("current",)),
     (db_app, ("check",)),
     (db_app, ("downgrade",)),

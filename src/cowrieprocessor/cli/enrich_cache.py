@@ -158,7 +158,7 @@ def migrate_cache(
         fail("--rollback cannot be combined with --validate or --dry-run", EXIT_USAGE)
     if not rollback and (from_disk is None or not to_database):
         fail("migrating and validating need --from-disk PATH --to-database", EXIT_USAGE)
-    engine = _engine(settings, json, create=not (rollback or validate))
+    engine = _engine(settings, json, create=not (rollback or validate or dry_run))
     status = migrate.read_status(settings.status_dir)
     if migration_id is None and status is not None:
         migration_id = status.get("migration_id")
