@@ -281,3 +281,47 @@ def test_sigterm_ends_a_refresh_without_workers_as_interrupted(
     written = _written(url)
     assert status["rows"]["sessions"]["enriched"] == written
     assert 10 <= written < ROWS
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+def test_a_second_signal_while_the_workers_stop_still_leaves_the_status_interrupted(
+    url: str, providers: FakeProviders, tmp_path: Path
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COWRIEPROC_")}
+    env |= _environment(providers)
+    script = Path(sys.executable).parent / "cowrie-enrich"
+    status_dir = tmp_path / "status"
+    command = [str(script), "refresh", "--db", url, "--workers", "2", "--batch-size", "5"]
+    command += ["--services", "dshield", "--cache-dir", str(tmp_path / "cache"), "--json"]
+    command += ["--status-dir", str(status_dir), *_key_flags()]
+    providers.delay = 0.3  # slow enough that the workers are still stopping at the second
+    process = subprocess.Popen(
+        command, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    family: set[int] = set()
+    try:
+        family = _workers_running(process, url)
+        status = orjson.loads((status_dir / "enrichment_refresh.json").read_bytes())
+        # While running, the merged file carries what a monitor needs to spot a dead run.
+        assert status["state"] == "running"
+        assert status["pid"] == process.pid
+        assert status["started_at"] <= status["updated_at"]
+        assert (status["mode"], status["services"]) == ("only_missing", ["dshield"])
+        process.send_signal(signal.SIGTERM)
+        time.sleep(0.1)
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=20)
+    finally:
+        for pid in [process.pid, *family]:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+    assert process.returncode == 143
+    assert orjson.loads(stdout) == {"ok": False, "interrupted": True, "error": INTERRUPTED}
+    assert stderr.splitlines()[-1] == INTERRUPTED
+    status = orjson.loads((status_dir / "enrichment_refresh.json").read_bytes())
+    assert status["state"] == "interrupted"
+    assert status["pid"] == process.pid
+    assert status["rows"]["sessions"]["enriched"] == _written(url)

@@ -49,7 +49,8 @@ def outcome_label(outcome: Outcome) -> str:
     return f"{outcome.status}/{outcome.reason}" if outcome.reason else str(outcome.status)
 
 
-def _iso(moment: datetime) -> str:
+def iso_utc(moment: datetime) -> str:
+    """``moment`` as the status file writes times: UTC, whole seconds, with a Z."""
     return moment.astimezone(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
@@ -103,8 +104,8 @@ class RunCounters:
             "job": "enrichment_refresh",
             "state": self.state,
             "pid": os.getpid(),
-            "started_at": _iso(self.started_at),
-            "updated_at": _iso(datetime.now(UTC)),
+            "started_at": iso_utc(self.started_at),
+            "updated_at": iso_utc(datetime.now(UTC)),
             "elapsed_seconds": round(elapsed, 3),
             "mode": self.mode,
             "services": list(self.services),

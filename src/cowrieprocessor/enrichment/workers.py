@@ -39,7 +39,7 @@ import queue
 import signal
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from multiprocessing.connection import Connection
@@ -58,7 +58,7 @@ from cowrieprocessor.enrichment.claims import CLAIMS, DEFAULT_LEASE, RowClaims, 
 from cowrieprocessor.enrichment.flight import SingleFlight
 from cowrieprocessor.enrichment.refresh import RefreshOptions, refresh
 from cowrieprocessor.enrichment.shared_limits import PG_POOL_MAX, shared_limiters
-from cowrieprocessor.enrichment.status import STATUS_FILE_NAME, StatusFile
+from cowrieprocessor.enrichment.status import STATUS_FILE_NAME, StatusFile, iso_utc
 
 logger = logging.getLogger(__name__)
 
@@ -168,6 +168,7 @@ def refresh_with_workers(
     ]
     logger.info("refresh run %s: starting %d workers", run_id, workers)
     started = time.monotonic()
+    started_at = datetime.now(UTC)
     summaries: dict[int, dict[str, Any]] = {}
     lost: dict[int, str] = {}
     try:
@@ -176,15 +177,18 @@ def refresh_with_workers(
         stop_reader.close()  # each worker has its own copy now
         while any(p.is_alive() for p in processes):
             _drain(results, summaries, lost, timeout=0.5)
-            _write_merged(directory, specs, summaries, started, "running")
+            _write_merged(directory, specs, summaries, (started, started_at), "running")
         for process in processes:
             process.join()
         _drain(results, summaries, lost, timeout=0.1)
     except BaseException as error:
-        stop_writer.close()
-        _stop(processes, results, summaries, lost)
-        state = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
-        _write_merged(directory, specs, summaries, started, state)
+        # A second Ctrl-C or SIGTERM must not cut this short: the workers would be left
+        # unwaited and the status file at "running". It takes 12 s at the most.
+        with _signals_held():
+            stop_writer.close()
+            _stop(processes, results, summaries, lost)
+            state = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
+            _write_merged(directory, specs, summaries, (started, started_at), state)
         raise
     finally:
         stop_writer.close()
@@ -197,13 +201,27 @@ def refresh_with_workers(
             code = processes[index].exitcode
             logger.error("refresh worker %d ended with exit code %s", index, code)
     state = "failed" if died and len(died) == workers else "finished"
-    merged = _write_merged(directory, specs, summaries, started, state)
+    merged = _write_merged(directory, specs, summaries, (started, started_at), state)
     merged["run_id"] = run_id
     merged["workers"] = workers
     merged["died"] = died
     if lost:
         merged["database_lost"] = lost[min(lost)]
     return PoolResult(merged, died, lost[min(lost)] if lost else None)
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Inside: SIGINT and SIGTERM are ignored (main thread only; elsewhere no-op)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _stop(
@@ -401,10 +419,11 @@ def _write_merged(
     directory: Path,
     specs: list[WorkerSpec],
     finals: dict[int, dict[str, Any]],
-    started: float,
+    started: tuple[float, datetime],
     state: str,
 ) -> dict[str, Any]:
-    """Merge each worker's final summary, or its status file while it runs."""
+    """Merge each worker's final summary, or its status file while it runs, under the
+    parent's pid and the run's start (what a monitor checks for a run that died)."""
     parts: list[dict[str, Any]] = []
     for spec in specs:
         if spec.index in finals:
@@ -415,7 +434,18 @@ def _write_merged(
             parts.append(orjson.loads(path.read_bytes()))
         except (OSError, orjson.JSONDecodeError):
             continue
-    merged = merge_summaries(parts, time.monotonic() - started, state)
+    merged = merge_summaries(parts, time.monotonic() - started[0], state)
+    options = specs[0].options
+    services = next((p["services"] for p in parts if "services" in p), list(options.services))
+    merged = {
+        **{key: merged[key] for key in ("v", "job", "state")},
+        "pid": os.getpid(),
+        "started_at": iso_utc(started[1]),
+        "updated_at": iso_utc(datetime.now(UTC)),
+        "mode": str(options.mode),
+        "services": services,
+        **merged,
+    }
     StatusFile(directory / STATUS_FILE_NAME, lambda: merged).write()
     return merged
 
