@@ -58,6 +58,38 @@ def test_dry_run_reads_everything_and_writes_nothing(
     assert summary.to_dict()["problems"]["empty_object"]["count"] == 1
 
 
+def test_files_outside_the_layout_are_named_and_not_migrated(
+    engine: Engine, fixture: DiskFixture, tmp_path: Path
+) -> None:
+    shard = next(p for p in sorted((fixture.root / "dshield").iterdir()) if p.is_dir())
+    entry = next(shard.glob("*.json"))
+    stray = [
+        fixture.root / "top.json",  # at the top of the cache
+        fixture.root / "dshield" / entry.name,  # a valid entry, but not in a shard
+        shard / ".tmp-123",  # neither an entry nor one of our temporary files
+        shard / "notes.txt",
+    ]
+    stray[0].write_text("{}")
+    stray[1].write_bytes(entry.read_bytes())
+    stray[2].write_bytes(b"")
+    stray[3].write_text("hello")
+
+    for dry_run in (True, False):
+        summary = migrate_disk_cache(
+            fixture.root, engine, status_dir=tmp_path / "status", dry_run=dry_run
+        )
+        result = summary.to_dict()
+        assert result["files_seen"] == fixture.files + 4
+        assert result["migrated"] == len(fixture.entries)
+        assert result["outside_layout"] == 4
+        assert result["problems"]["outside_layout"] == {
+            "count": 4,
+            "paths": sorted(str(p) for p in stray),
+        }
+        assert result["corrupt"] == 7  # not damage: misplaced
+    assert _rows(engine) == len(fixture.entries)
+
+
 def test_migration_counts_names_and_copies_exactly(
     engine: Engine, fixture: DiskFixture, tmp_path: Path
 ) -> None:

@@ -61,6 +61,7 @@ from cowrieprocessor.enrichment.migrate_io import (
     Chunk,
     ChunkResult,
     list_chunks,
+    outside_layout,
     read_chunk,
     unknown_folders,
 )
@@ -124,6 +125,7 @@ class MigrationSummary:
             "corrupt": self.corrupt,
             "temp_files": self.counts.get("temp_file", 0),
             "unknown_service": self.counts.get("unknown_service", 0),
+            "outside_layout": self.counts.get("outside_layout", 0),
             "nul_escapes": self.nul_escapes,
             "skipped_done_shards": self.skipped_done_shards,
             "batches": self.batches,
@@ -304,6 +306,16 @@ def migrate_disk_cache(
             folder,
             folder.name,
             ", ".join(sorted(KNOWN_SERVICES)),
+        )
+    stray = outside_layout(root)
+    for stray_path in stray:
+        summary.files_seen += 1
+        summary.name(summary.problems, "outside_layout", stray_path)
+    if stray:
+        logger.warning(
+            "cache migration: skipping %d file(s) outside {service}/{shard}/*.json, such as %s",
+            len(stray),
+            stray[0],
         )
     try:
         for result in _chunk_results(list_chunks(root, done), workers, read):

@@ -58,9 +58,10 @@ PROBLEM_KINDS = (
     "unrecoverable_key",
     "temp_file",
     "unknown_service",
+    "outside_layout",
 )
 #: Problem kinds that are not damage (not counted as corrupt).
-NOT_CORRUPT = ("temp_file", "unknown_service")
+NOT_CORRUPT = ("temp_file", "unknown_service", "outside_layout")
 #: Kinds of files that are migrated but worth naming.
 NOTE_KINDS = ("legacy_layout", "misplaced")
 

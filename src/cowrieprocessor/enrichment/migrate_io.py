@@ -125,6 +125,33 @@ def unknown_folders(root: Path) -> list[tuple[Path, int]]:
     return found
 
 
+def outside_layout(root: Path) -> list[Path]:
+    """Files the migration does not read because no entry lives there: at the top of
+    ``root``, directly in a known service's folder, or in one of its shards without an
+    entry's or temporary file's suffix. The migration names them (``outside_layout``)
+    so that nothing in the cache is passed over in silence."""
+    found = _files(root)
+    for service_dir in _dirs(root):
+        if service_dir.name not in KNOWN_SERVICES:
+            continue  # counted whole as unknown_service
+        found += _files(service_dir)
+        for shard_dir in _dirs(service_dir):
+            found += [
+                path
+                for path in _files(shard_dir)
+                if not path.name.endswith((ENTRY_SUFFIX, TEMP_SUFFIX))
+            ]
+    return sorted(found)
+
+
+def _files(directory: Path) -> list[Path]:
+    try:
+        with os.scandir(directory) as items:
+            return [Path(i.path) for i in items if not i.is_dir(follow_symlinks=False)]
+    except FileNotFoundError:
+        return []
+
+
 def _layout_names(shard_dir: Path) -> list[str]:
     """Sorted names of the entry and temporary files of one shard directory."""
     try:
