@@ -245,22 +245,29 @@ def test_a_signal_to_the_parent_stops_its_workers_and_a_rerun_asks_no_key_twice(
     assert max(asked_per_key.values()) <= 1 + (again > 0)
 
 
+def _start(
+    url: str, providers: FakeProviders, tmp_path: Path, *extra: str
+) -> subprocess.Popen[str]:
+    """``cowrie-enrich refresh --json`` of DShield in pages of 5, status under tmp_path."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COWRIEPROC_")}
+    env |= _environment(providers)
+    script = Path(sys.executable).parent / "cowrie-enrich"
+    command = [str(script), "refresh", "--db", url, "--batch-size", "5", "--json", *extra]
+    command += ["--services", "dshield", "--cache-dir", str(tmp_path / "cache")]
+    command += ["--status-dir", str(tmp_path / "status"), *_key_flags()]
+    return subprocess.Popen(
+        command, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_sigterm_ends_a_refresh_without_workers_as_interrupted(
     url: str, providers: FakeProviders, tmp_path: Path
 ) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COWRIEPROC_")}
-    env |= _environment(providers)
-    script = Path(sys.executable).parent / "cowrie-enrich"
     status_dir = tmp_path / "status"
-    command = [str(script), "refresh", "--db", url, "--batch-size", "5", "--json"]
-    command += ["--services", "dshield", "--cache-dir", str(tmp_path / "cache")]
-    command += ["--status-dir", str(status_dir), *_key_flags()]
     providers.delay = 0.05
-    process = subprocess.Popen(
-        command, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
+    process = _start(url, providers, tmp_path)
     try:
         deadline = time.monotonic() + 30
         while _written(url) < 10:
@@ -288,17 +295,9 @@ def test_sigterm_ends_a_refresh_without_workers_as_interrupted(
 def test_a_second_signal_while_the_workers_stop_still_leaves_the_status_interrupted(
     url: str, providers: FakeProviders, tmp_path: Path
 ) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COWRIEPROC_")}
-    env |= _environment(providers)
-    script = Path(sys.executable).parent / "cowrie-enrich"
     status_dir = tmp_path / "status"
-    command = [str(script), "refresh", "--db", url, "--workers", "2", "--batch-size", "5"]
-    command += ["--services", "dshield", "--cache-dir", str(tmp_path / "cache"), "--json"]
-    command += ["--status-dir", str(status_dir), *_key_flags()]
     providers.delay = 0.3  # slow enough that the workers are still stopping at the second
-    process = subprocess.Popen(
-        command, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
+    process = _start(url, providers, tmp_path, "--workers", "2")
     family: set[int] = set()
     try:
         family = _workers_running(process, url)
