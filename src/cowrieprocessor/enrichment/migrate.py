@@ -61,7 +61,7 @@ from cowrieprocessor.enrichment.migrate_io import (
     Chunk,
     ChunkResult,
     list_chunks,
-    outside_layout,
+    loose_files,
     read_chunk,
     unknown_folders,
 )
@@ -307,18 +307,9 @@ def migrate_disk_cache(
             folder.name,
             ", ".join(sorted(KNOWN_SERVICES)),
         )
-    stray = outside_layout(root)
-    for stray_path in stray:
-        summary.files_seen += 1
-        summary.name(summary.problems, "outside_layout", stray_path)
-    if stray:
-        logger.warning(
-            "cache migration: skipping %d file(s) outside {service}/{shard}/*.json, such as %s",
-            len(stray),
-            stray[0],
-        )
+    stray = loose_files(root)  # list_chunks adds those found in the shards
     try:
-        for result in _chunk_results(list_chunks(root, done), workers, read):
+        for result in _chunk_results(list_chunks(root, done, stray), workers, read):
             summary.files_seen += result.files
             summary.expired += result.expired
             summary.nul_escapes += result.nul_escapes
@@ -330,6 +321,7 @@ def migrate_disk_cache(
             marks.append((result.shard, result.last_name))
             if len(rows) >= batch_size:
                 flush()
+        _name_stray(summary, sorted(stray))
         flush(final=True)
     except BaseException:
         if not dry_run:
@@ -352,6 +344,19 @@ def migrate_disk_cache(
         summary.corrupt,
     )
     return summary
+
+
+def _name_stray(summary: MigrationSummary, stray: list[Path]) -> None:
+    """Count and name the files outside the layout, which are never read."""
+    for path in stray:
+        summary.files_seen += 1
+        summary.name(summary.problems, "outside_layout", path)
+    if stray:
+        logger.warning(
+            "cache migration: skipping %d file(s) outside {service}/{shard}/*.json, such as %s",
+            len(stray),
+            stray[0],
+        )
 
 
 # -- validating -------------------------------------------------------------------------

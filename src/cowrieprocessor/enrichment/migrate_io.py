@@ -96,15 +96,24 @@ class ChunkResult:
     named: list[tuple[str, str, str | None, bool]] = field(default_factory=list)
 
 
-def list_chunks(root: Path, progress: dict[str, str]) -> Iterator[Chunk]:
+def list_chunks(
+    root: Path, progress: dict[str, str], stray: list[Path] | None = None
+) -> Iterator[Chunk]:
     """Chunks of every shard of the known services in name order, skipping names at or
-    before ``progress`` (other top-level folders: :func:`unknown_folders`)."""
+    before ``progress`` (other top-level folders: :func:`unknown_folders`).
+
+    Files of a shard without an entry's or temporary file's suffix are appended to
+    ``stray`` as the shard is listed (the same listing, not a second walk), so the list
+    is complete once the chunks are exhausted.
+    """
     for service_dir in sorted(_dirs(root)):
         if service_dir.name not in KNOWN_SERVICES:
             continue
         service = check_service(service_dir.name)
         for shard_dir in sorted(_dirs(service_dir)):
-            names = _layout_names(shard_dir)
+            names, others = _shard_names(shard_dir)
+            if stray is not None:
+                stray.extend(shard_dir / name for name in others)
             done_through = progress.get(f"{service}/{shard_dir.name}")
             if done_through is not None:
                 names = [n for n in names if n > done_through]
@@ -119,29 +128,20 @@ def unknown_folders(root: Path) -> list[tuple[Path, int]]:
     found = []
     for folder in sorted(_dirs(root)):
         if folder.name not in KNOWN_SERVICES:
-            files = sum(len(_layout_names(shard)) for shard in _dirs(folder))
+            files = sum(len(_shard_names(shard)[0]) for shard in _dirs(folder))
             if files:
                 found.append((folder, files))
     return found
 
 
-def outside_layout(root: Path) -> list[Path]:
-    """Files the migration does not read because no entry lives there: at the top of
-    ``root``, directly in a known service's folder, or in one of its shards without an
-    entry's or temporary file's suffix. The migration names them (``outside_layout``)
-    so that nothing in the cache is passed over in silence."""
+def loose_files(root: Path) -> list[Path]:
+    """Files at the top of ``root`` or directly in a known service's folder, where no
+    entry lives (files of a shard without an entry's suffix: :func:`list_chunks`)."""
     found = _files(root)
     for service_dir in _dirs(root):
-        if service_dir.name not in KNOWN_SERVICES:
-            continue  # counted whole as unknown_service
-        found += _files(service_dir)
-        for shard_dir in _dirs(service_dir):
-            found += [
-                path
-                for path in _files(shard_dir)
-                if not path.name.endswith((ENTRY_SUFFIX, TEMP_SUFFIX))
-            ]
-    return sorted(found)
+        if service_dir.name in KNOWN_SERVICES:
+            found += _files(service_dir)
+    return found
 
 
 def _files(directory: Path) -> list[Path]:
@@ -152,13 +152,22 @@ def _files(directory: Path) -> list[Path]:
         return []
 
 
-def _layout_names(shard_dir: Path) -> list[str]:
-    """Sorted names of the entry and temporary files of one shard directory."""
+def _shard_names(shard_dir: Path) -> tuple[list[str], list[str]]:
+    """The sorted names of a shard's entry and temporary files, and its other names."""
+    layout: list[str] = []
+    others: list[str] = []
     try:
         with os.scandir(shard_dir) as items:
-            return sorted(e.name for e in items if e.name.endswith((ENTRY_SUFFIX, TEMP_SUFFIX)))
+            for item in items:
+                name = item.name
+                if name.endswith((ENTRY_SUFFIX, TEMP_SUFFIX)):
+                    layout.append(name)
+                elif not item.is_dir(follow_symlinks=False):
+                    others.append(name)
     except FileNotFoundError:
-        return []
+        pass
+    layout.sort()
+    return layout, others
 
 
 def _dirs(directory: Path) -> list[Path]:
