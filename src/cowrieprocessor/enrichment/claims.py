@@ -221,20 +221,29 @@ class RowClaims:
         """Free our unfinished claims on ``keys`` at once (rows left for another worker or
         run: a row limit was reached, or the row is gone)."""
         wanted = sorted(set(keys))
-        if not wanted:
-            return
+        if wanted:
+            self._unclaim(self._ours(kind, wanted))
+
+    def give_back_all(self) -> int:
+        """Free every unfinished claim of this worker at once (a worker told to stop:
+        rows it claimed and never wrote); return how many."""
+        return self._unclaim(self._mine())
+
+    def _unclaim(self, which: ColumnElement[bool]) -> int:
         with self.engine.begin() as conn:
-            conn.execute(
-                update(CLAIMS)
-                .where(self._ours(kind, wanted))
-                .values(run_id="", claimed_by="", lease_until=_EPOCH)
+            freed = conn.execute(
+                update(CLAIMS).where(which).values(run_id="", claimed_by="", lease_until=_EPOCH)
             )
+        return int(freed.rowcount or 0)
 
     def _ours(self, kind: str, keys: Sequence[str]) -> ColumnElement[bool]:
         c = CLAIMS.c
+        return and_(c.kind == kind, c.row_key.in_(keys), self._mine())
+
+    def _mine(self) -> ColumnElement[bool]:
+        """Unfinished claims of this worker in this run."""
+        c = CLAIMS.c
         return and_(
-            c.kind == kind,
-            c.row_key.in_(keys),
             c.claimed_by == self.worker,
             c.run_id == self.run_id,
             c.finished_at.is_(None),

@@ -49,12 +49,11 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy import update
 
 from cowrieprocessor.config import Settings
 from cowrieprocessor.db.engine import create_engine
 from cowrieprocessor.db.errors import error_text, lost_database
-from cowrieprocessor.enrichment.claims import CLAIMS, DEFAULT_LEASE, RowClaims, new_run_id
+from cowrieprocessor.enrichment.claims import DEFAULT_LEASE, RowClaims, new_run_id
 from cowrieprocessor.enrichment.flight import SingleFlight
 from cowrieprocessor.enrichment.refresh import RefreshOptions, refresh
 from cowrieprocessor.enrichment.shared_limits import PG_POOL_MAX, shared_limiters
@@ -80,8 +79,6 @@ _LOST = "database_lost"
 STOP_GRACE_SECONDS = 3.0
 #: How long an interrupted parent waits for its workers before terminating them.
 STOP_WAIT_SECONDS = 10.0
-#: The lease end of a claim given back: free for anyone at once.
-_NO_LEASE = datetime(1970, 1, 1, tzinfo=UTC)
 
 _COUNTED = ("memo_hits", "cache_hits", "cache_misses", "attempted", "failed", "api_calls")
 
@@ -295,23 +292,6 @@ class _StoppingClaims(RowClaims):
         return super().unfinished(kind)
 
 
-def _give_back(claims: RowClaims) -> int:
-    """Free this worker's unfinished claims (rows it looked up, or not yet, but never
-    wrote) at once, instead of leaving them to the end of their lease."""
-    c = CLAIMS.c
-    with claims.engine.begin() as conn:
-        freed = conn.execute(
-            update(CLAIMS)
-            .where(
-                c.run_id == claims.run_id,
-                c.claimed_by == claims.worker,
-                c.finished_at.is_(None),
-            )
-            .values(run_id="", claimed_by="", lease_until=_NO_LEASE)
-        )
-    return int(freed.rowcount or 0)
-
-
 def worker_main(
     spec: WorkerSpec,
     results: Queue[tuple[int, dict[str, Any]]],
@@ -380,7 +360,7 @@ def _work(spec: WorkerSpec, results: Queue[tuple[int, dict[str, Any]]], stop: _S
 
 def _give_back_quietly(claims: RowClaims, index: int) -> None:
     try:
-        freed = _give_back(claims)
+        freed = claims.give_back_all()
     except Exception:  # the database is gone: the leases end by themselves
         logger.debug("refresh worker %d could not give its claims back", index, exc_info=True)
         return
