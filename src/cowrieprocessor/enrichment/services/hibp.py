@@ -23,10 +23,10 @@ from dataclasses import replace
 
 from cowrieprocessor.enrichment.outcome import ErrorKind, Outcome, SkipReason, Status
 from cowrieprocessor.enrichment.services.base import (
-    INT64_MAX,
     RequestSpec,
     Service,
     ServiceResponse,
+    parse_int,
     safe_text,
 )
 
@@ -76,11 +76,10 @@ def breach_count(range_body: str, sha1_hex: str) -> int:
 
 def _count(digits: str) -> int | None:
     """The count of a range line (ASCII digits), or None when it is beyond 64 bits."""
-    # Checked before int(), which refuses thousands of digits with its own error.
-    if len(digits.lstrip("0")) > len(str(INT64_MAX)):
+    try:
+        return parse_int(digits)
+    except ValueError:
         return None
-    number = int(digits)
-    return number if number <= INT64_MAX else None
 
 
 def password_outcome(sha1_hex: str, range_outcome: Outcome) -> Outcome:
