@@ -36,13 +36,13 @@ from cowrieprocessor.enrichment.cache.disk import (
 from cowrieprocessor.enrichment.cache.record import lean_entry
 from cowrieprocessor.enrichment.cache.rows import (
     dump_payload,
-    has_long_number,
     key_hash,
     readable_key,
     record_payload,
 )
 from cowrieprocessor.enrichment.cache.ttl import TTLPolicy
 from cowrieprocessor.enrichment.migrate_files import KNOWN_SERVICES, judge
+from cowrieprocessor.jsonnumbers import has_long_number, holds_float
 
 #: Files per reading task; a shard's progress is recorded at chunk boundaries.
 CHUNK_FILES = 1000
@@ -261,21 +261,11 @@ def _current_record(
     # orjson reads an integer beyond 64 bits as a float. A long run of digits (often just
     # a hex key) matters only when the outcome's data holds a float (the lean checks
     # took every other field as an integer or text); then the slow path rereads it.
-    if entry is not None and has_long_number(raw) and _holds_float(entry.outcome.data):
+    if entry is not None and has_long_number(raw) and holds_float(entry.outcome.data):
         return None
     if entry is None or entry.service != service or entry_location(service, entry.key)[1] != name:
         return None
     return entry, record
-
-
-def _holds_float(value: Any) -> bool:
-    if type(value) is float:
-        return True
-    if type(value) is dict:
-        return any(_holds_float(v) for v in value.values())
-    if type(value) is list:
-        return any(_holds_float(v) for v in value)
-    return False
 
 
 def _judge_file(

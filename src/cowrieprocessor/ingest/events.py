@@ -38,6 +38,7 @@ from cowrieprocessor.ingest.normalise import (
     protocol_of,
     sha256_hex,
 )
+from cowrieprocessor.jsonnumbers import has_long_number, holds_float
 
 __all__ = [
     "MAX_LINE_BYTES",
@@ -50,9 +51,6 @@ __all__ = [
 
 MAX_LINE_BYTES = 16 * 1024 * 1024
 _BOM = b"\xef\xbb\xbf"
-# Byte classes for finding a run of 19 ASCII digits: an integer orjson may read as a float.
-_DIGIT_CLASSES = bytes(ord("0") if 48 <= b <= 57 else ord("x") for b in range(256))
-_LONG_DIGITS = b"0" * 19
 _FLOAT_DIGITS = 300  # integers of fewer digits are well inside a float's range
 
 # Problem flags (strings, stored by the loader next to the event).
@@ -220,17 +218,6 @@ def _exact_int(text: str) -> int:
     return value
 
 
-def _holds_float(value: Any) -> bool:
-    kind = type(value)
-    if kind is float:
-        return True
-    if kind is dict:
-        return any(_holds_float(v) for v in value.values())
-    if kind is list:
-        return any(_holds_float(v) for v in value)
-    return False
-
-
 def _decode(line: bytes) -> Any:
     """JSON value of ``line``: orjson first, the standard library only when orjson
     refuses (it rejects the lone surrogate escapes Cowrie can write) or may have read an
@@ -242,7 +229,7 @@ def _decode(line: bytes) -> Any:
     else:
         # Such an integer has at least 19 digits; one translate finds a run that long (a
         # few hundred nanoseconds), and only then is orjson's reading searched for floats.
-        if _LONG_DIGITS not in line.translate(_DIGIT_CLASSES) or not _holds_float(value):
+        if not has_long_number(line) or not holds_float(value):
             return value
         # orjson took the line, so it is UTF-8 without a byte order mark.
         return _stdlib_decode(line.decode("utf-8"), "")

@@ -29,12 +29,11 @@ import orjson
 
 from cowrieprocessor.enrichment.cache.ttl import is_expired, require_aware
 from cowrieprocessor.enrichment.outcome import ENVELOPE_VERSION, Outcome, Status
+from cowrieprocessor.jsonnumbers import has_long_number
 
 RECORD_FORMAT = 1
 
 _SERVICE_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
-# A run of digits long enough to be an integer orjson cannot hold exactly (2**63 has 19).
-_LONG_NUMBER = re.compile(rb"[0-9]{19}")
 _ORJSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
 # Service names that passed check_service, so the lean path skips the regular
 # expression. Bounded: a table full of foreign names cannot grow it without limit.
@@ -233,7 +232,7 @@ def encode_record(record: dict[str, Any]) -> bytes:
 
 def decode_record(raw: bytes) -> Any:
     """Parse JSON written by :func:`encode_record`. Raises ValueError when it is not JSON."""
-    if _LONG_NUMBER.search(raw) is not None:
+    if has_long_number(raw):
         # orjson turns integers beyond 64 bits into floats; the standard library keeps them.
         return json.loads(raw)
     try:

@@ -38,6 +38,7 @@ from cowrieprocessor.enrichment.cache.base import (
     entry_from_record,
     entry_to_record,
 )
+from cowrieprocessor.jsonnumbers import has_long_number
 
 #: Longest readable key kept in ``cache_key`` (the column is varchar(128)).
 READABLE_KEY_LENGTH = 128
@@ -50,10 +51,6 @@ _EXACT_FLOAT_LIMIT = 1e16
 # which only sends that entry down the slower, exact path).
 _EXPONENT = re.compile(rb"[0-9][eE]")
 _ESCAPE_BYTES = ESCAPE.encode("utf-8")
-# Digits become "0", everything else "x": a run of 19 zeros is a number orjson cannot
-# hold exactly. bytes.translate and a substring test are much faster than a regex.
-_DIGIT_CLASSES = bytes(ord("0") if chr(b).isdigit() and b < 128 else ord("x") for b in range(256))
-_LONG_DIGITS = b"0" * 19
 
 
 def key_hash(key: str) -> str:
@@ -245,11 +242,6 @@ def _hint_orders(hints: list[Any]) -> dict[int, list[int]]:
         return {int(item[0]): [int(p) for p in item[1]] for item in hints}
     except (TypeError, ValueError, IndexError, KeyError) as exc:
         raise ValueError(f"a cache payload has a malformed key_order: {exc!r:.80}") from exc
-
-
-def has_long_number(raw: bytes) -> bool:
-    """Whether ``raw`` holds a run of 19 digits: maybe an integer orjson cannot hold."""
-    return _LONG_DIGITS in raw.translate(_DIGIT_CLASSES)
 
 
 def load_payload(raw: str | bytes) -> CacheEntry:
