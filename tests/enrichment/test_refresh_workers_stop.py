@@ -15,6 +15,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -260,6 +261,20 @@ def _start(
     )
 
 
+def _ended_as_terminated(
+    process: subprocess.Popen[str], stdout: str, stderr: str, status_dir: Path, url: str
+) -> dict[str, Any]:
+    """Assert a refresh ended by SIGTERM as it should (exit 143, the line, one JSON object,
+    the status interrupted and counting the rows written); return its status."""
+    assert process.returncode == 143
+    assert orjson.loads(stdout) == {"ok": False, "interrupted": True, "error": INTERRUPTED}
+    assert stderr.splitlines()[-1] == INTERRUPTED
+    status: dict[str, Any] = orjson.loads((status_dir / "enrichment_refresh.json").read_bytes())
+    assert status["state"] == "interrupted"
+    assert status["rows"]["sessions"]["enriched"] == _written(url)
+    return status
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_sigterm_ends_a_refresh_without_workers_as_interrupted(
@@ -280,14 +295,8 @@ def test_sigterm_ends_a_refresh_without_workers_as_interrupted(
             process.kill()
             process.wait(timeout=10)
 
-    assert process.returncode == 143
-    assert orjson.loads(stdout) == {"ok": False, "interrupted": True, "error": INTERRUPTED}
-    assert stderr.splitlines()[-1] == INTERRUPTED
-    status = orjson.loads((status_dir / "enrichment_refresh.json").read_bytes())
-    assert status["state"] == "interrupted"
-    written = _written(url)
-    assert status["rows"]["sessions"]["enriched"] == written
-    assert 10 <= written < ROWS
+    _ended_as_terminated(process, stdout, stderr, status_dir, url)
+    assert 10 <= _written(url) < ROWS
 
 
 @pytest.mark.slow
@@ -317,10 +326,5 @@ def test_a_second_signal_while_the_workers_stop_still_leaves_the_status_interrup
                 os.kill(pid, signal.SIGKILL)
         process.wait(timeout=10)
 
-    assert process.returncode == 143
-    assert orjson.loads(stdout) == {"ok": False, "interrupted": True, "error": INTERRUPTED}
-    assert stderr.splitlines()[-1] == INTERRUPTED
-    status = orjson.loads((status_dir / "enrichment_refresh.json").read_bytes())
-    assert status["state"] == "interrupted"
+    status = _ended_as_terminated(process, stdout, stderr, status_dir, url)
     assert status["pid"] == process.pid
-    assert status["rows"]["sessions"]["enriched"] == _written(url)
