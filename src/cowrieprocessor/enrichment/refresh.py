@@ -310,7 +310,7 @@ class _Job:
         self.pages.sweep(
             "files",
             lambda keys: file_rows(self.engine, [int(k) for k in keys]),
-            lambda row: str(row.id),
+            _id_key,
             lambda rows, sweep: self._files_page(rows, services, sweep=sweep),
         )
 
@@ -322,7 +322,7 @@ class _Job:
             page, claimed = self.pages.claim(
                 "files",
                 page,
-                lambda row: str(row.id),
+                _id_key,
                 lambda row: sweep or bool(self._wanted(_file_stored(row), services)),
                 lambda keys: file_rows(self.engine, [int(k) for k in keys]),
             )
@@ -396,7 +396,7 @@ class _Job:
         self.pages.sweep(
             "sessions",
             lambda keys: session_rows(self.engine, [int(k) for k in keys]),
-            lambda row: str(row.id),
+            _id_key,
             lambda rows, sweep: self._sessions_page(rows, services, sweep=sweep),
         )
 
@@ -408,7 +408,7 @@ class _Job:
             page, claimed = self.pages.claim(
                 "sessions",
                 page,
-                lambda row: str(row.id),
+                _id_key,
                 lambda row: sweep or bool(self._wanted(_session_stored(row), services)),
                 lambda keys: session_rows(self.engine, [int(k) for k in keys]),
             )
@@ -482,7 +482,7 @@ class _Job:
         self.pages.sweep(
             "passwords",
             lambda keys: password_rows(self.engine, keys),
-            lambda row: str(row.password_sha256),
+            _password_key,
             lambda rows, sweep: self._passwords_page(rows, sweep=sweep),
         )
 
@@ -494,7 +494,7 @@ class _Job:
             page, claimed = self.pages.claim(
                 "passwords",
                 page,
-                lambda row: str(row.password_sha256),
+                _password_key,
                 lambda row: sweep or bool(self._wanted({"hibp": row.hibp}, ["hibp"])),
                 lambda keys: password_rows(self.engine, keys),
             )
@@ -574,6 +574,16 @@ def _with_tiers(document: dict[str, Any], service: EnrichmentService) -> dict[st
     if callable(tier_counts):
         document["cache"]["tiers"] = tier_counts()
     return document
+
+
+def _id_key(row: Any) -> str:
+    """The claim key of a session or file row."""
+    return str(row.id)
+
+
+def _password_key(row: Any) -> str:
+    """The claim key of a password row."""
+    return str(row.password_sha256)
 
 
 def _text(value: str | None) -> str | None:
