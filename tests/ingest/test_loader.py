@@ -296,6 +296,27 @@ def test_events_with_bad_fields_are_kept_and_counted(engine: Engine, tmp_path: P
     assert count(engine, RawEvent, RawEvent.event_time.is_(None)) == 2
 
 
+def test_events_without_a_time_are_recognised_when_loaded_again(
+    engine: Engine, tmp_path: Path
+) -> None:
+    # The unique key leads with the event time; events without one are held unique by a
+    # partial index on the hash alone. A copy that also holds a new event makes the
+    # PostgreSQL loader take its conflict path (staging table, ON CONFLICT DO NOTHING).
+    events = session_events("u1")
+    events[1]["timestamp"] = "garbage"
+    del events[2]["timestamp"]
+    load(engine, write(tmp_path / "a.json", lines(events)))
+    extra = event("u1", 30, "cowrie.command.input", input="uname -a")
+    summary = load(engine, write(tmp_path / "b.json", lines([*events, extra])))
+    assert (summary["events_read"], summary["events_loaded"]) == (6, 1)
+    assert summary["duplicates_skipped"] == 5
+    assert count(engine, RawEvent) == 6
+    assert count(engine, RawEvent, RawEvent.event_time.is_(None)) == 2
+    assert count(engine, LoginAttempt) == 2
+    assert count(engine, Command) == 2
+    assert session(engine, "u1").event_count == 6
+
+
 def test_gzip_inside_gzip_is_opened(engine: Engine, tmp_path: Path) -> None:
     text = lines(session_events("g1") + session_events("g2", 10)).encode()
     twice = write(tmp_path / "logs" / "cowrie.json.1.gz.1.gz", gzip.compress(gzip.compress(text)))

@@ -81,12 +81,19 @@ class IngestedFile(Base):
 
 
 class RawEvent(Base):
-    """Every loaded event, as Cowrie wrote it, recognised by the hash of its content."""
+    """Every loaded event, as Cowrie wrote it, recognised by the hash of its content.
+
+    The unique key is (``event_time``, ``event_hash``): the time comes from the same
+    content, so it is as strict as the hash alone, and it keeps inserts near the right
+    edge of the index instead of on random pages. Events without a time are kept unique
+    by a partial index on the hash. The time is part of the identity, so a change to how
+    timestamps are normalised must come with a migration of the stored times.
+    """
 
     __tablename__ = "raw_events"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    event_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    event_hash: Mapped[str] = mapped_column(String(64))
     sensor: Mapped[str] = mapped_column(Text)
     session_id: Mapped[str | None] = mapped_column(Text)
     eventid: Mapped[str | None] = mapped_column(Text)
@@ -98,7 +105,17 @@ class RawEvent(Base):
     ingested_at: Mapped[datetime]
     payload: Mapped[dict[str, Any]]
 
-    __table_args__ = (Index(None, "sensor", "session_id"),)
+    __table_args__ = (
+        UniqueConstraint("event_time", "event_hash"),
+        Index(
+            "uq_raw_events_event_hash_untimed",
+            "event_hash",
+            unique=True,
+            postgresql_where=text("event_time IS NULL"),
+            sqlite_where=text("event_time IS NULL"),
+        ),
+        Index(None, "sensor", "session_id"),
+    )
 
 
 class SessionSummary(Base):
@@ -154,7 +171,7 @@ class Command(Base):
     __tablename__ = "commands"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    event_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    event_hash: Mapped[str] = mapped_column(String(64))
     sensor: Mapped[str] = mapped_column(Text)
     session_id: Mapped[str] = mapped_column(Text)
     event_time: Mapped[datetime | None]
@@ -170,7 +187,7 @@ class File(Base):
     __tablename__ = "files"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    event_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    event_hash: Mapped[str] = mapped_column(String(64))
     sensor: Mapped[str] = mapped_column(Text)
     session_id: Mapped[str] = mapped_column(Text)
     direction: Mapped[str] = mapped_column(String(8))
@@ -194,7 +211,7 @@ class LoginAttempt(Base):
     __tablename__ = "login_attempts"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    event_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    event_hash: Mapped[str] = mapped_column(String(64))
     sensor: Mapped[str] = mapped_column(Text)
     session_id: Mapped[str] = mapped_column(Text)
     event_time: Mapped[datetime | None]

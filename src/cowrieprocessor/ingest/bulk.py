@@ -35,20 +35,34 @@ def _json_text(value: Any) -> str:
     return orjson.dumps(value).decode("utf-8")
 
 
-def existing_hashes(conn: Connection, hashes: Sequence[str]) -> set[str]:
-    """Which of ``hashes`` are already in ``raw_events``: one round trip for any number."""
-    if not hashes:
+def existing_hashes(conn: Connection, keys: Sequence[tuple[Any, str]]) -> set[str]:
+    """Which events are in ``raw_events`` already, asked by their unique key: (event
+    time in driver form, or None; content hash). Returns the hashes found, in one round
+    trip for any number. Asking by the whole key lets each probe use the index."""
+    if not keys:
         return set()
+    timed = [(when, digest) for when, digest in keys if when is not None]
+    untimed = [digest for when, digest in keys if when is None]
     if conn.dialect.name == "postgresql":
         rows = conn.exec_driver_sql(
-            "SELECT event_hash FROM raw_events WHERE event_hash = ANY(%(hashes)s)",
-            {"hashes": list(hashes)},
+            "SELECT r.event_hash FROM raw_events r JOIN unnest(%(times)s::timestamptz[], "
+            "%(hashes)s::text[]) AS k(t, h) ON r.event_time = k.t AND r.event_hash = k.h "
+            "UNION ALL SELECT event_hash FROM raw_events "
+            "WHERE event_time IS NULL AND event_hash = ANY(%(untimed)s::text[])",
+            {
+                "times": [when for when, _ in timed],
+                "hashes": [digest for _, digest in timed],
+                "untimed": untimed,
+            },
         )
     else:
         rows = conn.exec_driver_sql(
-            "SELECT event_hash FROM raw_events WHERE event_hash IN "
-            "(SELECT value FROM json_each(?))",
-            (_json_text(list(hashes)),),
+            "SELECT event_hash FROM raw_events WHERE (event_time, event_hash) IN "
+            "(SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') "
+            "FROM json_each(?)) "
+            "UNION ALL SELECT event_hash FROM raw_events "
+            "WHERE event_time IS NULL AND event_hash IN (SELECT value FROM json_each(?))",
+            (_json_text([list(key) for key in timed]), _json_text(untimed)),
         )
     return {row[0] for row in rows}
 

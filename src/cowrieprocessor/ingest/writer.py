@@ -6,10 +6,13 @@ of the batch and the file checkpoint commit together or not at all. A loader kil
 moment therefore leaves the database at the last committed checkpoint, and the next run
 goes on from there.
 
-Events are recognised by the hash of their content (unique ``raw_events.event_hash``).
-Only events that this transaction really inserted feed the derived rows and the session
+Events are recognised by the hash of their content (the unique key of ``raw_events`` is
+(``event_time``, ``event_hash``); see :class:`~cowrieprocessor.db.models.RawEvent`). Only
+events that this transaction really inserted feed the derived rows and the session
 counters, so loading the same events again (same file, renamed or recompressed copy, a
-concurrent loader) adds nothing.
+concurrent loader) adds nothing. That is also what keeps the derived tables free of
+duplicates: they have no unique key of their own, which would only repeat this check at
+the cost of a random index page per row.
 
 Rows go in through :mod:`cowrieprocessor.ingest.bulk` (COPY on PostgreSQL, one
 ``executemany`` on SQLite); see :meth:`BatchWriter._insert_raw` for how events already
@@ -203,7 +206,10 @@ class BatchWriter:
                 return self._insert_raw_staged(conn, events, now)
             new = events
         else:
-            known = bulk.existing_hashes(conn, [item.event.event_hash for item in events])
+            keys = [
+                (bulk.sqlite_time(item.event.event_time), item.event.event_hash) for item in events
+            ]
+            known = bulk.existing_hashes(conn, keys)
             new = [item for item in events if item.event.event_hash not in known]
         rows = (self._raw_row(item, now) for item in new)
         bulk.insert_rows(conn, "raw_events", _RAW_COLUMNS, rows, converted=True)
@@ -223,7 +229,9 @@ class BatchWriter:
         bulk.insert_rows(conn, "_stage_raw", _RAW_COLUMNS, staged, converted=True)
         rows = conn.exec_driver_sql(
             f"INSERT INTO raw_events ({columns}) SELECT {columns} FROM _stage_raw "
-            "ON CONFLICT (event_hash) DO NOTHING RETURNING event_hash"
+            # No conflict target: the key is (event_time, event_hash) for timed events
+            # and the hash alone for untimed ones, two indexes.
+            "ON CONFLICT DO NOTHING RETURNING event_hash"
         ).all()
         new_hashes = {row[0] for row in rows}
         return [item for item in events if item.event.event_hash in new_hashes]
