@@ -157,3 +157,27 @@ def test_stored_times_are_aware_utc(engine: Engine, clock: ManualClock) -> None:
 
     assert isinstance(created, datetime)
     assert created.utcoffset() == timedelta(0)
+
+
+def test_containment_search_in_the_answers_uses_the_gin_index(
+    engine: Engine, clock: ManualClock
+) -> None:
+    cache = EnrichmentDatabaseCache(engine, clock=clock)
+    for n in range(50):
+        data = {"asname": f"AS-{n}", "country": "NL" if n % 10 else "DE"}
+        cache.store_cached(Outcome("dshield", f"10.0.0.{n}", Status.SUCCESS, data=data))
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            assert "ix_enrichment_cache_answer" not in {
+                row[0] for row in conn.exec_driver_sql("SELECT name FROM sqlite_master")
+            }
+            return
+        conn.exec_driver_sql("SET enable_seqscan = off")
+        search = (
+            "SELECT cache_key FROM enrichment_cache "
+            """WHERE payload -> 'outcome' -> 'data' @> '{"country": "DE"}' ORDER BY cache_key"""
+        )
+        plan = "\n".join(row[0] for row in conn.exec_driver_sql("EXPLAIN " + search))
+        keys = [row[0] for row in conn.exec_driver_sql(search)]
+    assert "Bitmap Index Scan on ix_enrichment_cache_answer" in plan
+    assert keys == [f"10.0.0.{n}" for n in (0, 10, 20, 30, 40)]

@@ -304,15 +304,13 @@ class EnrichmentCacheEntry(Base):
         UniqueConstraint("service", "cache_key_hash"),
         Index(None, "expires_at"),
         Index(None, "migration_id"),
+        # Containment searches in the services' answers (``payload -> 'outcome' ->
+        # 'data' @> '{...}'``), on PostgreSQL only: SQLite has no index for them.
         Index(
-            "ix_enrichment_cache_payload",
-            "payload",
+            "ix_enrichment_cache_answer",
+            text("(payload -> 'outcome' -> 'data') jsonb_path_ops"),
             postgresql_using="gin",
-            postgresql_ops={"payload": "jsonb_path_ops"},
-            # SQLite cannot search inside JSON with an index; an always-empty partial
-            # index keeps the schema the same on both databases at no cost.
-            sqlite_where=text("0"),
-        ),
+        ).ddl_if(dialect="postgresql"),
     )
 
 
