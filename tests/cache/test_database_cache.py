@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
@@ -105,6 +106,54 @@ def test_hits_are_written_in_batches(engine: Engine, clock: ManualClock) -> None
     # Replacing an entry keeps its counters.
     cache.store_cached(Outcome("dshield", "192.0.2.2", Status.NOT_FOUND))
     assert _row(engine, "dshield", "192.0.2.2")["hit_count"] == 2
+
+
+def test_concurrent_flushes_of_overlapping_keys_lose_no_hits(engine: Engine) -> None:
+    # Four caches read the same keys with different repetitions, so each flush splits
+    # them into different (service, hit count) groups and updates them in a different
+    # order; all four flush at the same moment, round after round. A deadlock between
+    # two flushes would drop one of them (flush_hits returns 0 and logs a warning).
+    keys = [f"198.51.100.{n}" for n in range(120)]
+    writer = EnrichmentDatabaseCache(engine)
+    for key in keys:
+        writer.store_cached(Outcome("dshield", key, Status.SUCCESS, data={}))
+    writer.close()
+    workers, rounds = 4, 6
+    caches = [
+        EnrichmentDatabaseCache(engine, hit_flush_count=10**9, hit_flush_seconds=1e9)
+        for _ in range(workers)
+    ]
+    barrier = threading.Barrier(workers)
+    expected = dict.fromkeys(keys, 0)
+    flushed: list[int] = []
+    lock = threading.Lock()
+
+    def work(index: int) -> None:
+        cache = caches[index]
+        for round_ in range(rounds):
+            for position, key in enumerate(keys):
+                repeats = 1 + (position + index + round_) % 3
+                for _ in range(repeats):
+                    assert cache.get_cached("dshield", key) is not None
+                with lock:
+                    expected[key] += repeats
+            barrier.wait()
+            written = cache.flush_hits()
+            with lock:
+                flushed.append(written)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for cache in caches:
+        cache.close()
+
+    assert flushed == [len(keys)] * (workers * rounds)
+    with engine.connect() as conn:
+        stored = dict(conn.execute(select(TABLE.c.cache_key, TABLE.c.hit_count)).all())
+    assert stored == expected
 
 
 def test_get_many_is_one_statement(
