@@ -51,12 +51,12 @@ _SQLITE_MANY = (
 )
 # One UPDATE per (service, hit count) group. On PostgreSQL a flush first takes one
 # transaction-level advisory lock, so flushes from every process and host run one at a
-# time: two of them updating overlapping keys in different orders cannot deadlock. The
-# rows used to be locked in id order instead (SELECT ... FOR UPDATE), which writes a lock
-# into every row before the update writes it again: a quarter more server time per key
-# (10.2 against 13.6 us, benchmarks/README.md). The two-int4 form of the lock number is a
-# key space apart from the bigint locks of single flight and schema changes. SQLite has
-# one writer at a time anyway.
+# time: two of them updating overlapping keys in different orders cannot deadlock. Rows
+# used to be locked in id order per group (SELECT ... FOR UPDATE), which still deadlocked
+# when two flushes split the same keys into different groups, and wrote a lock into every
+# row before the update wrote it again (benchmarks/README.md has the cost). The two-int4
+# form of the lock number is a key space apart from the bigint locks of single flight and
+# schema changes. SQLite has one writer at a time anyway.
 _PG_HITS_LOCK = "SELECT pg_advisory_xact_lock(%s, %s)"
 _HITS_LOCK_KEY = (0x636F7772, 1)  # "cowr", hit counts
 _PG_ADD_HITS = (
