@@ -17,19 +17,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cowrieprocessor.ingest.reader import (
-    CHUNK_BYTES,
-    HEAD_BYTES,
-    Line,
-    ReadProblem,
-    SourceFile,
-    _split_lines,
-    describe_file,
-    discover,
-    grew_from,
-    read_lines,
-    sort_key,
-)
+from cowrieprocessor.ingest.discovery import discover, sort_key
+from cowrieprocessor.ingest.files import HEAD_BYTES, SourceFile, describe_file, grew_from
+from cowrieprocessor.ingest.reader import CHUNK_BYTES, Line, ReadProblem, _split_lines, read_lines
 from tests import conftest
 
 # Resolved: discover() reports resolved paths, and the shared folder may be a link.

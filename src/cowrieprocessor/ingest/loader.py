@@ -32,17 +32,11 @@ from sqlalchemy.orm import Session
 
 from cowrieprocessor.db.models import DeadLetterEvent, IngestedFile, SessionSummary
 from cowrieprocessor.db.textrule import encode_text
+from cowrieprocessor.ingest.discovery import discover
 from cowrieprocessor.ingest.events import EventError, parse_line
+from cowrieprocessor.ingest.files import SourceFile, grew_from, tail_sha256
 from cowrieprocessor.ingest.pipeline import run_ahead
-from cowrieprocessor.ingest.reader import (
-    Line,
-    ReadProblem,
-    SourceFile,
-    discover,
-    grew_from,
-    read_lines,
-    tail_sha256,
-)
+from cowrieprocessor.ingest.reader import Line, ReadProblem, read_lines
 from cowrieprocessor.ingest.writer import (
     BatchWriter,
     Checkpoint,

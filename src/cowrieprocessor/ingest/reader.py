@@ -1,11 +1,12 @@
-"""Input files of the loader: discovery, compression, and streaming lines with offsets.
+"""Streaming the lines of one input file, with their offsets, through any compression.
 
-This module is pure I/O. It turns the paths a user gives into :class:`SourceFile` records
-(compression detected from magic bytes, size, and a fingerprint of the first bytes), and
-streams a file as :class:`Line` records carrying their offsets in the decompressed stream,
-so the loader can checkpoint and resume. Damage (a truncated or corrupt archive, an
+:func:`read_lines` yields a file as :class:`Line` records carrying their offsets in the
+decompressed stream, so the loader can checkpoint and resume; gzip and bz2 layers are
+opened as many deep as rotation stacked them. Damage (a truncated or corrupt archive, an
 unreadable file, an over-long line) never raises out of :func:`read_lines`: it arrives
 in the stream as a :class:`ReadProblem` after every line that could be read before it.
+Which files to read is :mod:`cowrieprocessor.ingest.discovery`'s business, what a file
+is (compression, fingerprint) :mod:`cowrieprocessor.ingest.files`'.
 
 Memory stays flat: files are read in chunks of :data:`CHUNK_BYTES`, decompressed output is
 bounded to the same size per step, and a line longer than ``max_line_bytes`` is counted
@@ -15,57 +16,23 @@ and skipped rather than held.
 from __future__ import annotations
 
 import bz2
-import glob
-import hashlib
 import io
 import itertools
 import logging
 import os
-import re
-import stat
 import zlib
-from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Literal
 
-__all__ = [
-    "CHUNK_BYTES",
-    "HEAD_BYTES",
-    "Compression",
-    "Line",
-    "ReadProblem",
-    "SourceFile",
-    "describe_file",
-    "discover",
-    "grew_from",
-    "read_lines",
-    "sort_key",
-]
+from cowrieprocessor.ingest.files import Compression, SourceFile, detect_compression
+
+__all__ = ["CHUNK_BYTES", "Line", "ReadProblem", "Stop", "content_chunks", "read_lines"]
 
 logger = logging.getLogger(__name__)
 
-Compression = Literal["none", "gzip", "bz2"]
-
-HEAD_BYTES = 4096
-"""How many bytes at the start of a file :attr:`SourceFile.head_sha256` covers."""
 
 CHUNK_BYTES = 1024 * 1024
 """Size of one raw read and the most decompressed output produced per step."""
-
-_GZIP_MAGIC = b"\x1f\x8b"
-_BZ2_MAGIC = b"BZh"
-_NAME_HINTS: dict[str, Compression] = {
-    "gz": "gzip", "gzip": "gzip", "tgz": "gzip", "bz2": "bz2", "bz": "bz2", "tbz2": "bz2"
-}  # fmt: skip
-# Editor backups and partial copies: a copy in progress must not be loaded as a log.
-_TEMP_SUFFIXES = ("~", ".tmp", ".temp", ".part", ".partial", ".swp", ".swx")
-_GLOB_CHARS = re.compile(r"[*?\[]")
-_DIGIT_RUNS = re.compile(r"([0-9]+)")
-_ROTATION_TAIL = re.compile(r"\.(?:(gz|gzip|bz2|bz)|(0|[1-9][0-9]{0,2}))$", re.IGNORECASE)
-# Sorts after every real character, so "cowrie.json" comes after "cowrie.json.<suffix>".
-_END_OF_NAME = "\U0010ffff"
-_SKIPPED_NAMES_SHOWN = 5
 _BZ2_FEED_BYTES = 16 * 1024
 # Archives we cannot open: reading them as text would only make a dead letter per line.
 _UNSUPPORTED_MAGIC = (
@@ -75,22 +42,6 @@ _UNSUPPORTED_MAGIC = (
     (b"PK\x03\x04", "a zip archive"),
     (b"7z\xbc\xaf\x27\x1c", "a 7-zip archive"),
 )
-
-
-@dataclass(frozen=True)
-class SourceFile:
-    """One input file as found on disk.
-
-    ``compression`` comes from the magic bytes, not the name. Only a file too short to hold
-    the magic (0 bytes, or a cut-off prefix of it) takes its compression from the name
-    (``.gz``/``.bz2`` anywhere among its dot-separated parts), so that an empty or cut-off
-    archive is reported as one instead of being read as an empty text file.
-    """
-
-    path: Path
-    compression: Compression
-    size: int
-    head_sha256: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,266 +96,8 @@ def _new_line(number: int, start: int, end: int, data: bytes, terminated: bool) 
     return line
 
 
-def _detect_compression(head: bytes, name: str) -> Compression:
-    if head.startswith(_GZIP_MAGIC):
-        return "gzip"
-    if head.startswith(_BZ2_MAGIC) and len(head) > 3 and head[3:4] in b"123456789":
-        return "bz2"
-    hinted = {_NAME_HINTS[p] for p in name.lower().split(".")[1:] if p in _NAME_HINTS}
-    for kind, magic in (("gzip", _GZIP_MAGIC), ("bz2", _BZ2_MAGIC + b"1")):
-        if kind in hinted and len(head) < len(magic) and magic.startswith(head):
-            return kind
-    return "none"
-
-
-def describe_file(path: Path) -> SourceFile:
-    """Fingerprint one file: resolved path, compression, size and head digest.
-
-    Size and head are taken from the same open file, so a file being appended to gives a
-    consistent pair (the head may be shorter than HEAD_BYTES only if the size is too).
-
-    Raises:
-        OSError: the file cannot be opened or read.
-    """
-    resolved = path.expanduser().resolve()
-    with open(resolved, "rb", buffering=0) as handle:
-        size = os.fstat(handle.fileno()).st_size
-        head = _read_up_to(handle.read, HEAD_BYTES)
-    return SourceFile(
-        path=resolved,
-        compression=_detect_compression(head, resolved.name),
-        size=max(size, len(head)),
-        head_sha256=hashlib.sha256(head).hexdigest(),
-    )
-
-
-def grew_from(src: SourceFile, size: int, head_sha256: str) -> bool:
-    """Tell whether ``src`` is the file once fingerprinted as ``size``/``head_sha256``, grown.
-
-    True when ``src`` is at least ``size`` bytes and its first ``min(size, HEAD_BYTES)``
-    bytes hash to ``head_sha256``; that holds for a file that was under HEAD_BYTES at the
-    earlier run too (its head digest then covered fewer bytes). A file truncated, replaced
-    or rewritten at the same path gives False. Reads the file again when ``size`` is below
-    HEAD_BYTES; an unreadable file gives False.
-    """
-    if src.size < size:
-        return False
-    if size >= HEAD_BYTES:
-        return src.head_sha256 == head_sha256
-    try:
-        with open(src.path, "rb", buffering=0) as handle:
-            head = _read_up_to(handle.read, size)
-    except OSError as error:
-        logger.warning("cannot re-read the head of %r: %s", str(src.path), error)
-        return False
-    return len(head) == size and hashlib.sha256(head).hexdigest() == head_sha256
-
-
-def tail_sha256(path: Path, offset: int) -> str | None:
-    """SHA-256 of the (up to HEAD_BYTES) bytes of a plain file that end at ``offset``.
-
-    Stored with a checkpoint, it tells a file that grew from one rewritten with the same
-    first bytes: the bytes before the checkpoint must still be the ones read. None when
-    the file is shorter than ``offset`` or cannot be read.
-    """
-    start = max(0, offset - HEAD_BYTES)
-    try:
-        with open(path, "rb", buffering=0) as handle:
-            handle.seek(start)
-            data = _read_up_to(handle.read, offset - start)
-    except OSError:
-        return None
-    if len(data) != offset - start:
-        return None
-    return hashlib.sha256(data).hexdigest()
-
-
-def sort_key(path: Path) -> tuple[object, ...]:
-    """Order files so rotated logs of one directory come oldest first where the name says.
-
-    Digit runs compare as numbers (``cowrie.json.2017_11_4`` before ``…2017_11_14``); a
-    name sorts after every longer name it begins (the live ``cowrie.json`` after
-    ``cowrie.json.2018-06-13``); and logrotate indexes count backwards in time
-    (``cowrie.json.2.gz``, ``cowrie.json.1``, ``cowrie.json``; ``cowrie.json.1.gz.1.gz``,
-    a rotated ``cowrie.json.1.gz``, just before ``cowrie.json.1.gz``). Files are grouped
-    by directory first.
-    """
-    base, indexes = _split_rotation(path.name)
-    rotation = (*(-index for index in indexes), 1)
-    return (
-        _natural(str(path.parent)),
-        _natural(base + _END_OF_NAME),
-        rotation,
-        _natural(path.name),
-        path.name,
-    )
-
-
-def _natural(text: str) -> tuple[str | int, ...]:
-    # re.split with one group always alternates text, digits, text..., so the tuples of two
-    # names compare str with str and int with int.
-    parts = _DIGIT_RUNS.split(text.casefold())
-    return tuple(int(part) if i % 2 else part for i, part in enumerate(parts))
-
-
-def _split_rotation(name: str) -> tuple[str, list[int]]:
-    """Split ``cowrie.json.1.gz.1.gz`` into ``cowrie.json`` and indexes ``[1, 1]``.
-
-    Indexes are listed innermost (first rotation) first. A name whose remaining base ends
-    in a number (``log.2018.06.13``) is a date, not a rotation chain, and stays whole.
-    """
-    base = name
-    indexes: list[int] = []
-    while (match := _ROTATION_TAIL.search(base)) is not None and match.start() > 0:
-        if match.group(2) is not None:
-            indexes.append(int(match.group(2)))
-        base = base[: match.start()]
-    if not indexes:
-        return _strip_compression(name), []
-    if base.rsplit(".", 1)[-1].isdigit():
-        return name, []
-    indexes.reverse()
-    return base, indexes
-
-
-def _strip_compression(name: str) -> str:
-    while (match := _ROTATION_TAIL.search(name)) is not None and match.group(1) is not None:
-        name = name[: match.start()]
-    return name
-
-
-def _is_skipped_name(name: str) -> bool:
-    return name.startswith(".") or name.endswith(_TEMP_SUFFIXES)
-
-
-def discover(inputs: Sequence[str]) -> tuple[list[SourceFile], list[str]]:
-    """Expand files, directories and glob patterns into the files to load.
-
-    A path naming a file is always taken (whatever its content). Directories are walked
-    recursively without following directory symlinks; glob patterns support ``**``.
-    Inside directories and glob matches, hidden names (``.name``), temp and backup names
-    (``~``, ``.tmp``, ``.part``, ``.swp``...) and files whose content does not begin with
-    a JSON object or array (after optional whitespace, decompressed if need be) are
-    skipped, so pointing at ``/var/log/cowrie`` leaves out ``cowrie.log`` and a README.
-    Files that cannot be judged (unreadable archives) are kept so reading reports them.
-
-    Returns:
-        The files sorted by :func:`sort_key` and de-duplicated by resolved path, and one
-        human-readable message per input that matched nothing, could not be opened, or
-        had files skipped for their content.
-    """
-    found: dict[Path, SourceFile] = {}
-    messages: list[str] = []
-
-    for raw in inputs:
-        if not raw.strip():
-            messages.append(f"{raw!r}: empty path")
-            continue
-        text = os.path.expanduser(raw)
-        candidate = Path(text)
-        if candidate.is_dir():
-            _expand_directory(candidate, raw, found, messages)
-        elif candidate.exists() or candidate.is_symlink():
-            _add_explicit(candidate, found, messages)
-        elif _GLOB_CHARS.search(text):
-            _expand_glob(text, raw, found, messages)
-        else:
-            messages.append(f"{raw!r}: no such file or directory")
-
-    files = sorted(found.values(), key=lambda src: sort_key(src.path))
-    return files, messages
-
-
-def _add_explicit(path: Path, found: dict[Path, SourceFile], messages: list[str]) -> None:
-    try:
-        if not stat.S_ISREG(path.stat().st_mode):
-            messages.append(f"{str(path)!r}: not a regular file")
-            return
-        src = describe_file(path)
-    except OSError as error:
-        messages.append(f"{str(path)!r}: cannot open: {error.strerror or error}")
-        return
-    found.setdefault(src.path, src)
-
-
-def _expand_directory(
-    directory: Path, raw: str, found: dict[Path, SourceFile], messages: list[str]
-) -> None:
-    def walk_error(error: OSError) -> None:
-        messages.append(f"{error.filename!r}: cannot list directory: {error.strerror}")
-
-    candidates: list[Path] = []
-    for root, dirs, names in os.walk(directory, onerror=walk_error):
-        dirs[:] = [name for name in dirs if not name.startswith(".")]
-        candidates.extend(Path(root, name) for name in names if not _is_skipped_name(name))
-    added = _add_sniffed(candidates, raw, found, messages)
-    if not added:
-        messages.append(f"{raw!r}: directory holds no log files")
-
-
-def _expand_glob(
-    pattern: str, raw: str, found: dict[Path, SourceFile], messages: list[str]
-) -> None:
-    matches = glob.glob(pattern, recursive=True)
-    if not matches:
-        messages.append(f"{raw!r}: pattern matched no files")
-    candidates: list[Path] = []
-    for match in matches:
-        path = Path(match)
-        if path.is_dir():
-            _expand_directory(path, match, found, messages)
-        elif not _is_skipped_name(path.name):
-            candidates.append(path)
-    _add_sniffed(candidates, raw, found, messages)
-
-
-def _add_sniffed(
-    candidates: Iterable[Path], raw: str, found: dict[Path, SourceFile], messages: list[str]
-) -> int:
-    """Fingerprint candidates, keep those that look like JSON logs; return how many."""
-    added = 0
-    not_json: list[str] = []
-    for path in candidates:
-        try:
-            if not stat.S_ISREG(path.stat().st_mode):
-                continue  # sockets, FIFOs and broken links inside a tree are not logs
-            src = describe_file(path)
-            looks_like_json = _looks_like_json(src)
-        except OSError as error:
-            messages.append(f"{str(path)!r}: cannot open: {error.strerror or error}")
-            continue
-        if not looks_like_json:
-            not_json.append(path.name)
-            continue
-        found.setdefault(src.path, src)
-        added += 1
-    if not_json:
-        shown = ", ".join(repr(name) for name in sorted(not_json)[:_SKIPPED_NAMES_SHOWN])
-        more = len(not_json) - _SKIPPED_NAMES_SHOWN
-        suffix = f" and {more} more" if more > 0 else ""
-        messages.append(
-            f"{raw!r}: skipped {len(not_json)} file(s) that do not start with a JSON "
-            f"object: {shown}{suffix}"
-        )
-    return added
-
-
-def _looks_like_json(src: SourceFile) -> bool:
-    """First decoded non-blank byte is ``{`` or ``[``; empty or undecodable counts as yes."""
-    blank = b" \t\r\n\xef\xbb\xbf"  # whitespace and a UTF-8 byte order mark
-    decoded = b""
-    with open(src.path, "rb", buffering=0) as handle:
-        for chunk in _content_chunks(handle.read, src.compression, str(src.path)):
-            if isinstance(chunk, _Stop):
-                break
-            decoded = (decoded + chunk[:HEAD_BYTES]).lstrip(blank)
-            if decoded:
-                break
-    return not decoded or decoded[:1] in (b"{", b"[")
-
-
 @dataclass(frozen=True, slots=True)
-class _Stop:
+class Stop:
     reason: str
     detail: str
     offset: int | None = None  # decoded offset, when it is not the splitter's position
@@ -418,23 +111,14 @@ class _CorruptData(Exception):
     pass
 
 
-def _read_up_to(read: Callable[[int], bytes], size: int) -> bytes:
-    parts: list[bytes] = []
-    remaining = size
-    while remaining > 0 and (part := read(remaining)):
-        parts.append(part)
-        remaining -= len(part)
-    return b"".join(parts)
-
-
 # How many archive layers are opened: rotation that compresses a compressed log again
 # gives names like cowrie.json.1.gz.1.gz, with two gzip layers.
 _MAX_LAYERS = 3
 
 
-def _content_chunks(
+def content_chunks(
     read: Callable[[int], bytes], compression: Compression, name: str, from_start: bool = True
-) -> Iterator[bytes | _Stop]:
+) -> Iterator[bytes | Stop]:
     """The file's content: :func:`_decoded_chunks`, with archives inside archives opened
     too (up to _MAX_LAYERS), so offsets and lines are those of the innermost text."""
     chunks = _decoded_chunks(read, compression, name, from_start)
@@ -444,10 +128,10 @@ def _content_chunks(
         first = next(chunks, None)
         if first is None:
             return
-        if isinstance(first, _Stop):
+        if isinstance(first, Stop):
             yield first
             return
-        inner = _detect_compression(first[:4], "")
+        inner = detect_compression(first[:4], "")
         chunks = itertools.chain([first], chunks)
         if inner == "none":
             break
@@ -461,14 +145,14 @@ class _ChunkReader:
     problem of the outer layer ends the stream here (the inner layer then reports it
     as truncated)."""
 
-    def __init__(self, chunks: Iterator[bytes | _Stop]) -> None:
+    def __init__(self, chunks: Iterator[bytes | Stop]) -> None:
         self._chunks = chunks
         self._buffer = b""
 
     def read(self, size: int) -> bytes:
         while len(self._buffer) < size:
             chunk = next(self._chunks, None)
-            if chunk is None or isinstance(chunk, _Stop):
+            if chunk is None or isinstance(chunk, Stop):
                 break
             self._buffer += chunk
         data, self._buffer = self._buffer[:size], self._buffer[size:]
@@ -477,8 +161,8 @@ class _ChunkReader:
 
 def _decoded_chunks(
     read: Callable[[int], bytes], compression: Compression, name: str, from_start: bool = True
-) -> Iterator[bytes | _Stop]:
-    """Yield the decompressed content in chunks of at most CHUNK_BYTES, then maybe a _Stop.
+) -> Iterator[bytes | Stop]:
+    """Yield the decompressed content in chunks of at most CHUNK_BYTES, then maybe a Stop.
 
     Gzip members and bz2 streams are read one after another, as the gzip and bzip2 tools
     do. Zero bytes after a gzip member are padding (tape blocking) and skipped; anything
@@ -493,14 +177,14 @@ def _decoded_chunks(
         if compression == "none":
             for magic, kind in _UNSUPPORTED_MAGIC if from_start else ():
                 if data.startswith(magic):
-                    yield _Stop("unreadable", f"{name}: {kind} is not supported; decompress it")
+                    yield Stop("unreadable", f"{name}: {kind} is not supported; decompress it")
                     return
             while data:
                 yield data
                 data = read(CHUNK_BYTES)
             return
         if not data:
-            yield _Stop("empty_archive", f"{name}: 0-byte file named as a {label} archive")
+            yield Stop("empty_archive", f"{name}: 0-byte file named as a {label} archive")
             return
         while True:
             if compression == "gzip":
@@ -513,17 +197,15 @@ def _decoded_chunks(
             members += 1
             data = yield from _decoded_member(read, compression, data)
     except _TruncatedData:
-        yield _Stop(
+        yield Stop(
             "truncated_archive",
             f"{name}: {label} member {members} ends before its end-of-stream marker "
             "(truncated archive)",
         )
     except _CorruptData as error:
-        yield _Stop(
-            "corrupt_archive", f"{name}: corrupt {label} data in member {members}: {error}"
-        )
+        yield Stop("corrupt_archive", f"{name}: corrupt {label} data in member {members}: {error}")
     except OSError as error:
-        yield _Stop("unreadable", f"{name}: read failed: {error}")
+        yield Stop("unreadable", f"{name}: read failed: {error}")
 
 
 def _decoded_member(
@@ -644,7 +326,7 @@ def read_lines(
         yield _logged(ReadProblem(start_line + 1, start_offset, "unreadable", detail))
         return
     try:
-        chunks = _content_chunks(handle.read, src.compression, name, start_offset == 0)
+        chunks = content_chunks(handle.read, src.compression, name, start_offset == 0)
         if start_offset:
             if src.compression == "none":
                 chunks = _seek_plain(handle, chunks, start_offset, name)
@@ -656,8 +338,8 @@ def read_lines(
 
 
 def _seek_plain(
-    handle: io.FileIO, chunks: Iterator[bytes | _Stop], offset: int, name: str
-) -> Iterator[bytes | _Stop]:
+    handle: io.FileIO, chunks: Iterator[bytes | Stop], offset: int, name: str
+) -> Iterator[bytes | Stop]:
     try:
         size = os.fstat(handle.fileno()).st_size
         if offset > size:
@@ -665,19 +347,19 @@ def _seek_plain(
             return
         handle.seek(offset)
     except OSError as error:
-        yield _Stop("unreadable", f"{name}: cannot seek to {offset}: {error}")
+        yield Stop("unreadable", f"{name}: cannot seek to {offset}: {error}")
         return
     yield from chunks
 
 
 def _skip_decoded(
-    chunks: Iterator[bytes | _Stop], offset: int, name: str
-) -> Iterator[bytes | _Stop]:
+    chunks: Iterator[bytes | Stop], offset: int, name: str
+) -> Iterator[bytes | Stop]:
     remaining = offset
     for chunk in chunks:
-        if isinstance(chunk, _Stop):
+        if isinstance(chunk, Stop):
             # The damage lies before the resume point; report where decoding stopped.
-            yield _Stop(chunk.reason, chunk.detail, offset - remaining)
+            yield Stop(chunk.reason, chunk.detail, offset - remaining)
             return
         if len(chunk) > remaining:
             yield chunk[remaining:]
@@ -693,7 +375,7 @@ def _skip_decoded(
 
 
 def _split_lines(
-    chunks: Iterable[bytes | _Stop],
+    chunks: Iterable[bytes | Stop],
     name: str,
     start_offset: int,
     start_line: int,
@@ -712,7 +394,7 @@ def _split_lines(
 
     for chunk in chunks:
         if type(chunk) is not bytes:
-            assert isinstance(chunk, _Stop)
+            assert isinstance(chunk, Stop)
             if carried_len:
                 number += 1
                 yield _partial_line(name, number, pos, carried, carried_len, max_line_bytes)
