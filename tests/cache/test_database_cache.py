@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -142,11 +143,8 @@ def test_concurrent_flushes_of_overlapping_keys_lose_no_hits(engine: Engine) -> 
             with lock:
                 flushed.append(written)
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(workers)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(work, range(workers)))  # re-raises a worker's failure here
     for cache in caches:
         cache.close()
 
