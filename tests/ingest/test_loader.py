@@ -7,10 +7,14 @@ import bz2
 import gzip
 import hashlib
 import json
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from hypothesis import assume, example, given
+from hypothesis import strategies as st
 from sqlalchemy import Engine, select
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session
 
 from cowrieprocessor.db import schema
@@ -23,6 +27,7 @@ from cowrieprocessor.db.models import (
     SessionSummary,
 )
 from cowrieprocessor.db.textrule import decode_json, decode_text
+from cowrieprocessor.db.types import sqlite_datetime_text
 from cowrieprocessor.ingest.loader import Loader
 from tests.helpers import count
 from tests.ingest.factory import SENSOR, event, lines, session_events, write
@@ -323,3 +328,59 @@ def test_gzip_inside_gzip_is_opened(engine: Engine, tmp_path: Path) -> None:
     summary = load(engine, twice.parent)
     assert (summary["files"], summary["events_loaded"], summary["dead_letters"]) == (1, 10, 0)
     assert session(engine, "g2").event_count == 5
+
+
+def test_years_before_1000_read_back_and_sort_in_time_order(
+    engine: Engine, tmp_path: Path
+) -> None:
+    # SQLite keeps times as text that must match SQLAlchemy's own form (zero-padded
+    # four-digit year) to read back and to sort: the bulk writer once wrote "999-...".
+    # The copy with one event more sends PostgreSQL down its conflict path and SQLite
+    # through its hash look-up, both keyed on the stored time.
+    stamps = ["2026-01-02T03:04:05.123456Z", "0999-01-01T00:00:00Z", "0001-01-01T00:00:00Z"]
+    events = [
+        event("y1", 0, "cowrie.command.input", input=f"echo {i}") | {"timestamp": stamp}
+        for i, stamp in enumerate(stamps)
+    ]
+    first = write(tmp_path / "a" / "cowrie.json", lines(events))
+    assert load(engine, first)["events_loaded"] == 3
+    extra = event("y1", 0, "cowrie.command.input", input="late") | {
+        "timestamp": "0500-06-07T08:09:10.000001Z"
+    }
+    copy = write(tmp_path / "b" / "cowrie.json", lines([*events, extra]))
+    again = load(engine, first, copy)
+    assert (again["files_unchanged"], again["events_loaded"]) == (1, 1)
+    assert again["duplicates_skipped"] == 3
+    with Session(engine) as conn:
+        times = conn.scalars(select(RawEvent.event_time).order_by(RawEvent.event_time)).all()
+    assert times == [
+        datetime(1, 1, 1, tzinfo=UTC),
+        datetime(500, 6, 7, 8, 9, 10, 1, tzinfo=UTC),
+        datetime(999, 1, 1, tzinfo=UTC),
+        datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=UTC),
+    ]
+    assert session(engine, "y1").event_count == 4
+
+
+_OFFSETS = st.builds(
+    timezone, st.timedeltas(timedelta(hours=-23, minutes=-59), timedelta(hours=23, minutes=59))
+)
+
+
+@given(st.datetimes(timezones=_OFFSETS))
+@example(datetime(999, 1, 1, tzinfo=UTC))
+@example(datetime(1, 1, 1, 0, 30, tzinfo=timezone(timedelta(minutes=30))))
+def test_sqlite_text_is_what_sqlalchemy_writes_for_any_year(value: datetime) -> None:
+    # The bulk loader and the cache bind this text themselves; SQLAlchemy's own SQLite
+    # DateTime processors must write exactly it and read it back to the same instant.
+    try:
+        naive_utc = value.astimezone(UTC).replace(tzinfo=None)
+    except OverflowError:
+        assume(False)  # the offset pushes the instant out of datetime's range
+    dialect = sqlite.dialect()
+    write_text = sqlite.DATETIME().bind_processor(dialect)
+    read_text = sqlite.DATETIME().result_processor(dialect, None)
+    assert write_text is not None and read_text is not None
+    text = sqlite_datetime_text(value)
+    assert text == write_text(naive_utc)
+    assert read_text(text) == naive_utc

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -23,8 +23,7 @@ from psycopg.adapt import Dumper
 from psycopg.pq import Format
 from sqlalchemy import Connection
 
-# SQLAlchemy's SQLite DateTime storage format (always with microseconds).
-_SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"
+from cowrieprocessor.db.types import sqlite_datetime_text
 
 
 def _dbapi_cursor(conn: Connection) -> Any:
@@ -167,8 +166,10 @@ def _column_types(cursor: Any, table: str, columns: Sequence[str]) -> list[int]:
 
 
 def sqlite_time(value: datetime | None) -> str | None:
-    """A timestamp as SQLAlchemy stores it on SQLite (naive UTC text)."""
-    return None if value is None else value.astimezone(UTC).strftime(_SQLITE_TIME)
+    """A timestamp as SQLAlchemy stores it on SQLite (see
+    :func:`~cowrieprocessor.db.types.sqlite_datetime_text`); ``None`` stays ``None``, as
+    for an event without a time."""
+    return None if value is None else sqlite_datetime_text(value)
 
 
 def _pg_value(value: Any) -> Any:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -32,6 +32,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 
 from cowrieprocessor.db.engine import is_postgres
+from cowrieprocessor.db.types import sqlite_datetime_text as sqlite_time
 
 _PG_ONE = (
     "SELECT payload::text FROM enrichment_cache "
@@ -71,12 +72,6 @@ _SQLITE_ADD_HITS = (
 
 #: A group of hit counts to add: (service, hits per key, latest read, key hashes).
 HitGroup = tuple[str, int, datetime, Sequence[str]]
-
-
-def sqlite_time(value: datetime) -> str:
-    """The text SQLAlchemy's SQLite ``DateTime`` stores (naive UTC with microseconds), so
-    comparisons and writes here agree with rows the ORM wrote."""
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
 def _pg_array(hashes: Sequence[str]) -> str:
