@@ -154,6 +154,55 @@ def test_concurrent_flushes_of_overlapping_keys_lose_no_hits(engine: Engine) -> 
     assert stored == expected
 
 
+def test_flushes_and_batched_deletes_do_not_deadlock(engine: Engine) -> None:
+    # Readers flush hit counts (rows visited in hash order) while an operator invalidates
+    # the service (rows deleted in batches, visited in id order) and a worker stores the
+    # entries again, round after round. Without one lock for many-row writes the two
+    # orders deadlock: PostgreSQL fails one side, a flush drops its counts or the
+    # invalidation fails half done.
+    keys = [f"10.1.0.{n}" for n in range(200)]
+    writer = EnrichmentDatabaseCache(engine)
+
+    def store_all() -> None:
+        for key in keys:
+            writer.store_cached(Outcome("dshield", key, Status.SUCCESS, data={"k": key}))
+
+    store_all()
+    readers = [
+        EnrichmentDatabaseCache(engine, hit_flush_count=10**9, hit_flush_seconds=1e9)
+        for _ in range(3)
+    ]
+    done = threading.Event()
+    dropped: list[int] = []
+
+    def read(index: int) -> int:
+        flushes = 0
+        while not done.is_set():
+            found = readers[index].get_many("dshield", keys[index::2] + keys[::3])
+            written = readers[index].flush_hits()
+            if found and written != len(found):
+                dropped.append(len(found))
+            flushes += 1
+        return flushes
+
+    removed = 0
+    with ThreadPoolExecutor(len(readers)) as pool:
+        running = [pool.submit(read, i) for i in range(len(readers))]
+        try:
+            for _ in range(8):
+                removed += writer.invalidate("dshield")
+                store_all()
+        finally:
+            done.set()
+        flushes = [future.result() for future in running]
+    for cache in (writer, *readers):
+        cache.close()
+
+    assert removed == 8 * len(keys)
+    assert min(flushes) > 0
+    assert dropped == []
+
+
 def test_get_many_is_one_statement(
     engine: Engine, clock: ManualClock, statements: list[str]
 ) -> None:

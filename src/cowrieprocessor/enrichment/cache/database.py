@@ -6,12 +6,15 @@ and why the payload is serialised by hand.
 
 Concurrency: a store is one ``INSERT ... ON CONFLICT DO UPDATE`` (last writer wins, no
 read-then-insert race). A read is one ``SELECT`` (see :mod:`.reads`); reads never write.
-Hits are counted in memory and added to ``hit_count`` and ``accessed_at`` in one batched
-``UPDATE`` every :attr:`EnrichmentDatabaseCache.hit_flush_count` hits or
+Hits are counted in memory and added to ``hit_count`` and ``accessed_at`` in one
+transaction (an ``UPDATE`` per group of keys with the same count) every
+:attr:`EnrichmentDatabaseCache.hit_flush_count` hits or
 ``hit_flush_seconds`` seconds, and on :meth:`~EnrichmentDatabaseCache.close`; counts of a
 process killed in between are lost, which only understates the statistics. The flush runs
 in the read that makes it due and, with many distinct keys, costs more than the reads
-(see the benchmarks README). On SQLite every transaction begins with
+(see the benchmarks README). Flushes and the batches of cleanup and invalidation take one
+advisory lock on PostgreSQL, so they cannot deadlock with each other (see :mod:`.reads`).
+On SQLite every transaction begins with
 ``BEGIN IMMEDIATE`` and waits up to the busy timeout for another process's lock (see
 :mod:`cowrieprocessor.db.engine`), so "database is locked" does not reach the caller.
 
@@ -60,7 +63,7 @@ from cowrieprocessor.enrichment.cache.base import (
     CacheEntry,
     CacheStats,
 )
-from cowrieprocessor.enrichment.cache.reads import DirectReads, add_hits
+from cowrieprocessor.enrichment.cache.reads import DirectReads, add_hits, lock_bulk_writes
 from cowrieprocessor.enrichment.cache.rows import entry_row, key_hash, load_payload
 from cowrieprocessor.enrichment.cache.ttl import Clock, TTLPolicy, system_clock
 from cowrieprocessor.enrichment.outcome import Status
@@ -274,20 +277,8 @@ class EnrichmentDatabaseCache(Cache):
 
     # -- maintenance -----------------------------------------------------------------------
 
-    def _delete_batches(self, condition: ColumnElement[bool], batch_size: int) -> int:
-        """Delete matching rows ``batch_size`` per short transaction until none is left."""
-        removed = 0
-        ids = select(TABLE.c.id).where(condition).limit(batch_size).scalar_subquery()
-        statement = delete(TABLE).where(TABLE.c.id.in_(ids))
-        while True:
-            with self.engine.begin() as conn:
-                count = conn.execute(statement).rowcount
-            removed += count
-            if count < batch_size:
-                return removed
-
     def _cleanup(self, now: datetime, batch_size: int) -> int:
-        removed = self._delete_batches(TABLE.c.expires_at <= now, batch_size)
+        removed = delete_in_batches(self.engine, TABLE.c.expires_at <= now, batch_size)
         logger.info("database cache cleanup: removed %d expired entries", removed)
         return removed
 
@@ -305,7 +296,7 @@ class EnrichmentDatabaseCache(Cache):
             conditions.append(TABLE.c.created_at < stored_before)
         if status is not None:
             conditions.append(TABLE.c.response_status == str(status))
-        removed = self._delete_batches(and_(*conditions), 1000)
+        removed = delete_in_batches(self.engine, and_(*conditions), 1000)
         logger.info("database cache: invalidated %d %s entries", removed, service)
         return removed
 
@@ -370,3 +361,24 @@ __all__ = [
     "insert_statement",
     "payload_text",
 ]
+
+
+def delete_in_batches(engine: Engine, condition: ColumnElement[bool], batch_size: int) -> int:
+    """Delete the cache rows matching ``condition``, ``batch_size`` per short transaction,
+    until none is left; return how many went.
+
+    Concurrency: each batch holds the many-row write lock (:func:`.reads.lock_bulk_writes`),
+    so it waits for a hit flush in progress instead of deadlocking with it; stores and
+    reads go on meanwhile. Failure: batches already committed stay deleted, and a rerun
+    removes the rest.
+    """
+    removed = 0
+    ids = select(TABLE.c.id).where(condition).limit(batch_size).scalar_subquery()
+    statement = delete(TABLE).where(TABLE.c.id.in_(ids))
+    while True:
+        with engine.begin() as conn:
+            lock_bulk_writes(conn)
+            count = conn.execute(statement).rowcount
+        removed += count
+        if count < batch_size:
+            return removed

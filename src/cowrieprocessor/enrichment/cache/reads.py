@@ -28,7 +28,7 @@ from typing import Any
 
 import orjson
 import psycopg
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import OperationalError
 
 from cowrieprocessor.db.engine import is_postgres
@@ -50,16 +50,17 @@ _SQLITE_MANY = (
     "SELECT cache_key_hash, payload FROM enrichment_cache WHERE service = ? "
     "AND cache_key_hash IN (SELECT value FROM json_each(?)) AND expires_at > ?"
 )
-# One UPDATE per (service, hit count) group. On PostgreSQL a flush first takes one
-# transaction-level advisory lock, so flushes from every process and host run one at a
-# time: two of them updating overlapping keys in different orders cannot deadlock. Rows
-# used to be locked in id order per group (SELECT ... FOR UPDATE), which still deadlocked
-# when two flushes split the same keys into different groups, and wrote a lock into every
-# row before the update wrote it again (benchmarks/README.md has the cost). The two-int4
-# form of the lock number is a key space apart from the bigint locks of single flight and
-# schema changes. SQLite has one writer at a time anyway.
-_PG_HITS_LOCK = "SELECT pg_advisory_xact_lock(%s, %s)"
-_HITS_LOCK_KEY = (0x636F7772, 1)  # "cowr", hit counts
+# One UPDATE per (service, hit count) group. On PostgreSQL every transaction that writes
+# many cache rows (a hit flush, a batch of a cleanup, invalidation or migration rollback)
+# first takes one transaction-level advisory lock, so they run one at a time across
+# processes and hosts: an UPDATE visiting rows in hash order and a DELETE visiting them
+# in id order, or two flushes that split the same keys into different groups, would
+# otherwise lock overlapping rows in different orders and deadlock, and PostgreSQL would
+# fail one of them. Single-row stores need no such lock. The two-int4 form of the lock
+# number is a key space apart from the bigint locks of single flight and schema changes.
+# SQLite has one writer at a time anyway.
+_PG_BULK_LOCK = "SELECT pg_advisory_xact_lock(%s, %s)"
+_BULK_LOCK_KEY = (0x636F7772, 1)  # "cowr", many-row cache writes
 _PG_ADD_HITS = (
     "UPDATE enrichment_cache SET hit_count = hit_count + %s, accessed_at = %s "
     "WHERE service = %s AND cache_key_hash = ANY(%s::varchar[])"
@@ -146,10 +147,8 @@ class DirectReads:
 def add_hits(engine: Engine, groups: Sequence[HitGroup]) -> None:
     """Add the hit counts of ``groups`` in one transaction of the engine's pool.
 
-    Concurrency: on PostgreSQL the transaction holds the hit-count advisory lock until it
-    commits, so a flush waits for another process's flush (about 10 ms for 1,000 keys)
-    rather than interleaving with it. Row locks of a concurrent store or delete are
-    waited for as any UPDATE waits.
+    Concurrency: see :func:`lock_bulk_writes`; a flush waits for another process's flush
+    or delete batch (about 10 ms for 1,000 keys) rather than interleaving with it.
 
     Raises:
         sqlalchemy.exc.SQLAlchemyError, psycopg.Error, sqlite3.Error: the database failed;
@@ -157,10 +156,9 @@ def add_hits(engine: Engine, groups: Sequence[HitGroup]) -> None:
     """
     postgres = is_postgres(engine)
     with engine.begin() as conn:
+        lock_bulk_writes(conn)
         cursor: Any = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
-            if postgres:
-                cursor.execute(_PG_HITS_LOCK, _HITS_LOCK_KEY)
             for service, hits, latest, hashes in groups:
                 if postgres:
                     cursor.execute(_PG_ADD_HITS, (hits, latest, service, _pg_array(hashes)))
@@ -169,3 +167,14 @@ def add_hits(engine: Engine, groups: Sequence[HitGroup]) -> None:
                     cursor.execute(_SQLITE_ADD_HITS, (hits, sqlite_time(latest), service, batch))
         finally:
             cursor.close()
+
+
+def lock_bulk_writes(conn: Connection) -> None:
+    """Take, on PostgreSQL, the lock every transaction writing many cache rows holds.
+
+    Call it first in the transaction; it is released at commit or rollback. Transactions
+    that hold it run one at a time, so they cannot deadlock with each other whatever
+    order their statements visit rows in. A no-op on SQLite.
+    """
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(_PG_BULK_LOCK, _BULK_LOCK_KEY)
