@@ -26,7 +26,24 @@ from cowrieprocessor.db.errors import error_text
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
-    from cowrieprocessor.db.schema import SchemaState
+    from cowrieprocessor.db.schema import LockWait, SchemaState
+
+#: ``schema.DEFAULT_LOCK_TIMEOUT_SECONDS`` and ``schema.MAX_LOCK_TIMEOUT_SECONDS`` (a test
+#: keeps them equal), named here so that building --help does not import SQLAlchemy.
+LOCK_TIMEOUT_SECONDS = 30
+MAX_LOCK_TIMEOUT_SECONDS = 2_147_483
+
+LockTimeoutOption = Annotated[
+    int,
+    typer.Option(
+        "--lock-timeout",
+        metavar="SECONDS",
+        min=0,
+        max=MAX_LOCK_TIMEOUT_SECONDS,
+        help="PostgreSQL: how long to wait for a lock held by another session (or for "
+        "another schema change) before giving up with nothing changed; 0 waits for ever.",
+    ),
+]
 
 app = typer.Typer(
     cls=Group,
@@ -62,12 +79,29 @@ def _state(db: str | None, config: Path | None, as_json: bool) -> tuple[str, Sch
         engine.dispose()
 
 
-def _migrate(action: str, db: str | None, revision: str, json: bool, config: Path | None) -> None:
-    """Run ``schema.upgrade`` or ``schema.downgrade`` and report from where to where."""
+def _migrate(
+    action: str,
+    db: str | None,
+    revision: str,
+    json: bool,
+    config: Path | None,
+    lock_timeout: int = LOCK_TIMEOUT_SECONDS,
+) -> None:
+    """Run ``schema.upgrade`` or ``schema.downgrade`` and report from where to where.
+
+    On PostgreSQL each lock wait lasts at most ``lock_timeout`` seconds (0: no limit);
+    a wait longer than a couple of seconds is announced on stderr with who blocks it.
+    A lock not granted in time, like any failed migration, exits 1 saying which
+    sessions held it and that nothing was changed.
+    """
     from sqlalchemy.exc import SQLAlchemyError
 
     from cowrieprocessor.db import schema
     from cowrieprocessor.db.engine import redact_url
+
+    def waiting(wait: LockWait, seconds: float) -> None:
+        limit = f"gives up after {lock_timeout} s" if lock_timeout else "no time limit"
+        _notice(f"{action} waiting ({seconds:.0f} s so far, {limit}) for {wait.describe()}")
 
     url, engine = _engine(db, config, json, create=action == "upgrade")
     try:
@@ -76,8 +110,14 @@ def _migrate(action: str, db: str | None, revision: str, json: bool, config: Pat
         if action == "downgrade" and before is None and found.empty:
             _at_base(url, json)
             return
-        getattr(schema, action)(engine, revision)
+        getattr(schema, action)(engine, revision, lock_timeout=lock_timeout, on_wait=waiting)
         after = schema.state(engine).current
+    except schema.SchemaLockTimeout as error:
+        fail(
+            f"{action} of {redact_url(url)} stopped: {error}; --lock-timeout SECONDS "
+            "waits longer (0: without limit)",
+            as_json=json,
+        )
     except (SQLAlchemyError, schema.SchemaVersionError) as error:
         fail(f"{action} of {redact_url(url)} failed: {error_text(error, url)}", as_json=json)
     finally:
@@ -86,6 +126,13 @@ def _migrate(action: str, db: str | None, revision: str, json: bool, config: Pat
         emit_json({"ok": True, "db": redact_url(url), "from": before, "to": after})
     else:
         console.print(f"schema of {redact_url(url)}: {before or 'empty'} -> {after or 'empty'}")
+
+
+def _notice(message: str) -> None:
+    """Print ``message`` (already printable) on stderr as one line, markup not read."""
+    from rich.text import Text
+
+    console.print(Text.assemble(("notice: ", "bold"), message), soft_wrap=True)
 
 
 def _at_base(url: str, as_json: bool) -> None:
@@ -104,11 +151,12 @@ def _at_base(url: str, as_json: bool) -> None:
 def upgrade(
     db: DbOption = None,
     revision: Annotated[str, typer.Option(metavar="REVISION", help="Target revision.")] = "head",
+    lock_timeout: LockTimeoutOption = LOCK_TIMEOUT_SECONDS,
     json: JsonOption = False,
     config: ConfigOption = None,
 ) -> None:
     """Upgrade the schema (default: to the newest revision); creates a new database."""
-    _migrate("upgrade", db, revision, json, config)
+    _migrate("upgrade", db, revision, json, config, lock_timeout)
 
 
 @app.command(cls=Command)
@@ -120,11 +168,12 @@ def downgrade(
             metavar="REVISION", help="Target revision: -1 for one step, base to remove all."
         ),
     ] = "-1",
+    lock_timeout: LockTimeoutOption = LOCK_TIMEOUT_SECONDS,
     json: JsonOption = False,
     config: ConfigOption = None,
 ) -> None:
     """Roll the schema back (default: one migration); exit 0 when there is none."""
-    _migrate("downgrade", db, revision, json, config)
+    _migrate("downgrade", db, revision, json, config, lock_timeout)
 
 
 @app.command(cls=Command)
