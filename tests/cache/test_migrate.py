@@ -13,14 +13,18 @@ import orjson
 import pytest
 from sqlalchemy import Engine, func, select, update
 
+from cowrieprocessor.enrichment import migrate
 from cowrieprocessor.enrichment.cache.database import TABLE, EnrichmentDatabaseCache
 from cowrieprocessor.enrichment.cache.rows import key_hash
 from cowrieprocessor.enrichment.migrate import (
+    MigrationSummary,
     migrate_disk_cache,
     read_status,
     rollback_migration,
+    status_path,
     validate_migration,
 )
+from cowrieprocessor.enrichment.migrate_io import BatchWriter
 from cowrieprocessor.enrichment.outcome import Outcome, Status
 
 from .diskfixture import DiskFixture, make_disk_cache
@@ -87,6 +91,27 @@ def test_files_outside_the_layout_are_named_and_not_migrated(
             "paths": sorted(str(p) for p in stray),
         }
         assert result["corrupt"] == 7  # not damage: misplaced
+    assert _rows(engine) == len(fixture.entries)
+
+
+def test_file_names_that_are_not_utf8_are_named_in_the_status_file(
+    engine: Engine, fixture: DiskFixture, tmp_path: Path
+) -> None:
+    # A name the file system holds as bytes that are not UTF-8: Python gives it a lone
+    # surrogate, which JSON cannot carry; the report names it with the byte escaped.
+    shard = next(p for p in sorted((fixture.root / "dshield").iterdir()) if p.is_dir())
+    odd = os.path.join(os.fsencode(shard), b"bad\xff.json")
+    with open(odd, "wb") as handle:
+        handle.write(b"not json")
+    status_dir = tmp_path / "status"
+
+    summary = migrate_disk_cache(fixture.root, engine, status_dir=status_dir)
+
+    named = f"{shard}/bad\\xff.json"
+    assert named in summary.to_dict()["problems"]["not_json"]["paths"]
+    status = read_status(status_dir)
+    assert status is not None
+    assert named in status["summary"]["problems"]["not_json"]["paths"]
     assert _rows(engine) == len(fixture.entries)
 
 
@@ -196,6 +221,73 @@ def test_rollback_removes_only_the_migrated_rows(
     assert rollback_migration(engine, summary.migration_id) == 0
 
 
+#: What a resumed run must report as a run without the interruption would (the counts of
+#: the files read before the interruption included).
+WHOLE_RUN = (
+    "files_seen",
+    "expired",
+    "corrupt",
+    "temp_files",
+    "unknown_service",
+    "outside_layout",
+    "nul_escapes",
+    "problems",
+    "notes",
+)
+
+
+class _Killed(Exception):
+    """Raised from the progress callback to end a migration midway."""
+
+
+@pytest.mark.parametrize("end", ["killed", "write_failed"])
+def test_a_resumed_migration_reports_the_files_read_before(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, end: str
+) -> None:
+    fx = make_disk_cache(tmp_path / "disk", fresh=300)
+    whole = migrate_disk_cache(fx.root, engine, status_dir=tmp_path / "dry", dry_run=True)
+    status_dir = tmp_path / "status"
+    monkeypatch.setattr(migrate, "STATUS_INTERVAL", 0.0)  # the status after every batch
+    written: list[bytes] = []
+    write = BatchWriter.write
+
+    def record(summary: MigrationSummary) -> None:
+        written.append(status_path(status_dir).read_bytes())
+        if end == "killed" and len(written) == 4:
+            raise _Killed
+
+    def fail_the_fourth_batch(writer: BatchWriter, rows: list[tuple[object, ...]]) -> int:
+        if len(written) == 3:
+            raise _Killed  # the database fails with a batch's chunks read, not committed
+        return write(writer, rows)
+
+    if end == "write_failed":
+        monkeypatch.setattr(BatchWriter, "write", fail_the_fourth_batch)
+    with pytest.raises(_Killed):
+        migrate_disk_cache(fx.root, engine, status_dir=status_dir, batch_size=1, progress=record)
+    monkeypatch.undo()
+    if end == "killed":
+        # As after a SIGKILL: the status file is two batches behind the committed rows.
+        status_path(status_dir).write_bytes(written[1])
+
+    resumed = migrate_disk_cache(fx.root, engine, status_dir=status_dir).to_dict()
+
+    assert resumed["resumed"] is True
+    assert resumed["skipped_done_shards"] >= 2
+    expected = whole.to_dict()
+    for name in WHOLE_RUN:
+        assert resumed[name] == expected[name], name
+    assert resumed["corrupt"] == 7 and resumed["temp_files"] == 1
+    assert resumed["migrated"] + resumed["already_present"] == len(fx.entries)
+    # Only a kill leaves rows committed after the last status: they are found present.
+    assert (resumed["already_present"] > 0) is (end == "killed")
+    assert 0 < resumed["files_from_earlier_runs"] < fx.files
+    assert _rows(engine) == _rows(engine, resumed["migration_id"]) == len(fx.entries)
+    status = read_status(status_dir)
+    assert status is not None and status["state"] == "done"
+    assert status["summary"]["files_seen"] == fx.files
+
+
 def _cli(*args: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
     code = "from cowrieprocessor.cli.enrich import main; main()"
     return subprocess.Popen(
@@ -245,4 +337,9 @@ def test_killed_migration_resumes_and_finishes(db_url: str, tmp_path: Path) -> N
     assert _rows(engine) == _rows(engine, summary["migration_id"]) == expected
     report = validate_migration(fx.root, engine, migration_id=summary["migration_id"])
     assert (report.matching, report.differences) == (expected, 0)
+    # The shards finished before the kill count in the summary, their problems named.
+    whole = migrate_disk_cache(fx.root, engine, status_dir=tmp_path / "dry", dry_run=True)
+    for name in WHOLE_RUN:
+        assert summary[name] == whole.to_dict()[name], name
+    assert summary["files_from_earlier_runs"] > 0
     engine.dispose()

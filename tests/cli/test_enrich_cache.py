@@ -119,3 +119,75 @@ def test_stats_cleanup_invalidate(env: dict[str, str], db_url: str, tmp_path: Pa
         app, ["cache", "invalidate", "--service", "dshield", "--status", "nope"], env=env
     )
     assert bad.exit_code == 2
+
+
+def test_invalidate_names_the_valid_statuses(env: dict[str, str], db_url: str) -> None:
+    engine = create_engine(db_url)
+    schema.upgrade(engine)
+    engine.dispose()
+
+    bad = invoke(env, "cache", "invalidate", "--service", "dshield", "--status", "bogus", code=2)
+
+    assert bad["ok"] is False
+    assert "'bogus'" in bad["error"]
+    for status in Status:
+        assert status.value in bad["error"]
+
+
+def _status_file(tmp_path: Path) -> Path:
+    return tmp_path / "status" / "cache_migration.json"
+
+
+def test_rollback_of_an_unknown_migration_id_fails(env: dict[str, str], tmp_path: Path) -> None:
+    fx = make_disk_cache(tmp_path / "disk")
+    assert CliRunner().invoke(db_app, ["upgrade"], env=env).exit_code == 0
+    real = invoke(env, "migrate-cache", "--from-disk", str(fx.root), "--to-database")
+
+    typo = invoke(env, "migrate-cache", "--rollback", "--migration-id", "nonsense", code=2)
+    assert typo["ok"] is False
+    assert "'nonsense'" in typo["error"]
+    assert str(_status_file(tmp_path)) in typo["error"]  # where the right id is
+    assert real["migration_id"] in typo["error"]
+    assert "SELECT DISTINCT migration_id FROM enrichment_cache" in typo["error"]
+    human = CliRunner().invoke(
+        app, ["migrate-cache", "--rollback", "--migration-id", "nonsense"], env=env
+    )
+    assert human.exit_code == 2
+    assert "nonsense" in human.output and "rolled back" not in human.output
+
+    # Nothing was removed; the real id still rolls back, and a second time removes
+    # nothing but still succeeds: the status file records that migration.
+    rolled = invoke(env, "migrate-cache", "--rollback", "--migration-id", real["migration_id"])
+    assert rolled["removed"] == 38
+    again = invoke(env, "migrate-cache", "--rollback")
+    assert (again["ok"], again["migration_id"], again["removed"]) == (
+        True,
+        real["migration_id"],
+        0,
+    )
+    said = CliRunner().invoke(app, ["migrate-cache", "--rollback"], env=env)
+    assert said.exit_code == 0
+    assert "0 rows removed" in said.output and "rolled back before" in said.output
+
+
+def test_rollback_knows_migrations_by_their_rows_and_the_status_files_database(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    fx = make_disk_cache(tmp_path / "disk")
+    assert CliRunner().invoke(db_app, ["upgrade"], env=env).exit_code == 0
+    real = invoke(env, "migrate-cache", "--from-disk", str(fx.root), "--to-database")
+    path = _status_file(tmp_path)
+    status = json.loads(path.read_text())
+
+    # The status file recorded the migration for another database: no row here carries
+    # the id, so rolling it back here would remove nothing while claiming success.
+    other = {**status, "migration_id": "0123-other", "database": "sqlite:////elsewhere.db"}
+    path.write_text(json.dumps(other))
+    elsewhere = invoke(env, "migrate-cache", "--rollback", code=2)
+    assert "'0123-other'" in elsewhere["error"]
+    assert "sqlite:////elsewhere.db" in elsewhere["error"]
+    assert json.loads(path.read_text())["state"] == "done"  # not marked rolled back
+
+    # An earlier migration, no longer in the status file, is known by its rows.
+    rolled = invoke(env, "migrate-cache", "--rollback", "--migration-id", real["migration_id"])
+    assert (rolled["ok"], rolled["removed"]) == (True, 38)

@@ -239,6 +239,11 @@ def _migrate(
         f"{result['expired']}, corrupt {result['corrupt']}, temporary "
         f"{result['temp_files']} ({result['files_per_second']} files/s)"
     )
+    if summary.resumed:
+        console.print(
+            f"resumed: the counts include the {result['files_from_earlier_runs']} files read "
+            f"before ({result['skipped_done_shards']} shards), and their problems"
+        )
     for group in ("problems", "notes"):
         for kind, found in result[group].items():
             if found["count"]:
@@ -290,12 +295,20 @@ def _rollback(engine: Engine, settings: Settings, migration_id: str | None, as_j
 
     if migration_id is None:
         fail("no migration to roll back: no status file and no --migration-id", EXIT_USAGE)
+    # A mistyped id would otherwise "roll back" nothing and report success (exit 2 through
+    # migrate_cache's ValueError handler, like any other bad argument).
+    migrate.check_known_migration(engine, settings.status_dir, migration_id)
     removed = migrate.rollback_migration(engine, migration_id)
     migrate.mark_rolled_back(settings.status_dir, migration_id, removed, datetime.now(UTC))
     if as_json:
         emit_json({"ok": True, "migration_id": migration_id, "removed": removed})
-    else:
+    elif removed:
         console.print(f"rolled back migration {migration_id}: {removed} rows removed")
+    else:
+        console.print(
+            f"rolled back migration {migration_id}: 0 rows removed (no row carries its id any "
+            "more: rolled back before, or every row stored again by workers since)"
+        )
 
 
 # -- cache stats | cleanup | invalidate -------------------------------------------------
@@ -439,6 +452,13 @@ def cleanup(
             console.print(f"{name} cache: removed {count} expired entries")
 
 
+def _status_names() -> tuple[str, ...]:
+    """The outcome statuses ``--status`` takes (imported here: see the imports above)."""
+    from cowrieprocessor.enrichment.outcome import Status
+
+    return tuple(item.value for item in Status)
+
+
 @cache_app.command("invalidate", cls=Command)
 def invalidate(
     service: Annotated[
@@ -475,6 +495,13 @@ def invalidate(
     if service not in SERVICE_NAMES:
         fail(
             f"--service {service!r} is not a service; use one of {', '.join(SERVICE_NAMES)}",
+            EXIT_USAGE,
+            as_json=json,
+        )
+    statuses = _status_names()
+    if status is not None and status not in statuses:
+        fail(
+            f"--status {status!r} is not a status; use one of {', '.join(statuses)}",
             EXIT_USAGE,
             as_json=json,
         )

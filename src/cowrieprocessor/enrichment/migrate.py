@@ -15,25 +15,26 @@ never stored; dry run and validation skip them alike.
 
 Files are read in a fixed order: services, shards and names sorted. Resuming: after
 committed batches the status file (``{status_dir}/cache_migration.json``) records, per
-shard, the last file name whose entry is committed. A rerun after a kill, with the same
-source and database, keeps the migration id and starts each shard after that name; rows
-committed after the last status update count as already present. Killing the process at
-any point loses at most the uncommitted batch, which the rerun inserts. Files added to a
-shard behind its recorded name after the kill are not read by the rerun; in the hybrid
-phase their entries are in the database already, since the hybrid cache writes both.
+shard, the last file name whose entry is committed, and the counts and named problems of
+the files up to there. A rerun after a kill, with the same source and database, keeps the
+migration id, starts each shard after that name and adds those counts to its own, so its
+summary covers every file; rows committed after the last status update count as already
+present. Killing the process at any point loses at most the uncommitted batch, which the
+rerun inserts. Files added to a shard behind its recorded name after the kill are not read
+by the rerun; in the hybrid phase their entries are in the database already, since the
+hybrid cache writes both.
+
+Rolling back a migration id that no row carries and the status file does not record (a
+mistyped one) is refused by :func:`check_known_migration`.
 """
 
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
-import threading
 import time
 import uuid
-from collections import deque
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
@@ -41,25 +42,26 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy import Engine, delete, func, select
+from sqlalchemy import Engine, func, select
 
 from cowrieprocessor.db.engine import is_postgres, redact_url
+from cowrieprocessor.db.textrule import decode_json, encode_json
 from cowrieprocessor.enrichment.cache.base import CacheEntry, format_time
-from cowrieprocessor.enrichment.cache.database import TABLE, payload_text
+from cowrieprocessor.enrichment.cache.database import TABLE, delete_in_batches, payload_text
 from cowrieprocessor.enrichment.cache.disk import DiskItem, EnrichmentCacheManager
 from cowrieprocessor.enrichment.cache.rows import key_hash, load_payload
 from cowrieprocessor.enrichment.cache.ttl import Clock, TTLPolicy, system_clock
 from cowrieprocessor.enrichment.migrate_files import (
     KNOWN_SERVICES,
-    NOT_CORRUPT,
-    NOTE_KINDS,
-    PROBLEM_KINDS,
+    MAX_NAMED,
     judge,
+)
+from cowrieprocessor.enrichment.migrate_files import (
+    MigrationSummary as MigrationSummary,  # re-exported: callers take it from here
 )
 from cowrieprocessor.enrichment.migrate_io import (
     BatchWriter,
-    Chunk,
-    ChunkResult,
+    chunk_results,
     list_chunks,
     loose_files,
     read_chunk,
@@ -70,80 +72,19 @@ logger = logging.getLogger(__name__)
 
 STATUS_FILE = "cache_migration.json"
 DEFAULT_BATCH_SIZE = 1000
-#: At most this many paths are named per kind; the counts stay exact.
-MAX_NAMED = 1000
 #: Seconds between status file updates (and always after the last batch).
 STATUS_INTERVAL = 0.5
-
-
-@dataclass
-class MigrationSummary:
-    """Counts of one run; ``problems`` and ``notes`` name files by kind.
-
-    ``unknown_service`` counts files, and names each skipped folder of an unknown service
-    once (its files are not listed) besides any record naming such a service.
-    """
-
-    migration_id: str
-    source: str
-    database: str
-    dry_run: bool = False
-    resumed: bool = False
-    files_seen: int = 0
-    migrated: int = 0
-    already_present: int = 0
-    expired: int = 0
-    skipped_done_shards: int = 0
-    nul_escapes: int = 0
-    batches: int = 0
-    seconds: float = 0.0
-    problems: dict[str, list[str]] = field(default_factory=lambda: {k: [] for k in PROBLEM_KINDS})
-    notes: dict[str, list[str]] = field(default_factory=lambda: {k: [] for k in NOTE_KINDS})
-    counts: dict[str, int] = field(default_factory=dict)
-
-    def name(self, group: dict[str, list[str]], kind: str, path: Path, files: int = 1) -> None:
-        self.counts[kind] = self.counts.get(kind, 0) + files
-        if len(group[kind]) < MAX_NAMED:
-            group[kind].append(str(path))
-
-    @property
-    def corrupt(self) -> int:
-        return sum(self.counts.get(k, 0) for k in PROBLEM_KINDS if k not in NOT_CORRUPT)
-
-    def to_dict(self) -> dict[str, Any]:
-        rate = self.files_seen / self.seconds if self.seconds > 0 else 0.0
-        return {
-            "migration_id": self.migration_id,
-            "source": self.source,
-            "database": self.database,
-            "dry_run": self.dry_run,
-            "resumed": self.resumed,
-            "files_seen": self.files_seen,
-            "migrated": self.migrated,
-            "already_present": self.already_present,
-            "expired": self.expired,
-            "corrupt": self.corrupt,
-            "temp_files": self.counts.get("temp_file", 0),
-            "unknown_service": self.counts.get("unknown_service", 0),
-            "outside_layout": self.counts.get("outside_layout", 0),
-            "nul_escapes": self.nul_escapes,
-            "skipped_done_shards": self.skipped_done_shards,
-            "batches": self.batches,
-            "seconds": round(self.seconds, 3),
-            "files_per_second": round(rate, 1),
-            "problems": {
-                k: {"count": self.counts.get(k, 0), "paths": v} for k, v in self.problems.items()
-            },
-            "notes": {
-                k: {"count": self.counts.get(k, 0), "paths": v} for k, v in self.notes.items()
-            },
-        }
 
 
 Progress = Callable[[MigrationSummary], None]
 
 
 # -- the status file --------------------------------------------------------------------
+
+
+def database_name(engine: Engine) -> str:
+    """How the status file names ``engine``'s database: its URL, the password hidden."""
+    return redact_url(engine.url.render_as_string(hide_password=False))
 
 
 def status_path(status_dir: Path) -> Path:
@@ -175,37 +116,6 @@ def write_status(status_dir: Path, status: dict[str, Any]) -> None:
 # -- migrating --------------------------------------------------------------------------
 
 
-def _chunk_results(
-    chunks: Iterator[Chunk],
-    workers: int,
-    read: Callable[[Chunk], ChunkResult],
-) -> Iterator[ChunkResult]:
-    """Results in chunk order; with ``workers`` > 1 read in that many processes, keeping
-    at most two chunks per worker in flight so memory stays bounded."""
-    if workers <= 1:
-        yield from (read(chunk) for chunk in chunks)
-        return
-    # Readers come from a forkserver, not a fork of this process: a forked reader would
-    # inherit this process's database socket, and after a SIGKILL of this process it
-    # would keep that connection, and its open transaction's row locks, alive, so a
-    # resumed migration would wait on them for ever. forkserver children inherit no
-    # sockets, and they exit when this process dies.
-    context = multiprocessing.get_context("forkserver")
-    with ProcessPoolExecutor(
-        max_workers=workers,
-        mp_context=context,
-        initializer=_exit_with_parent,
-        initargs=(os.getpid(),),
-    ) as pool:
-        pending: deque[Future[ChunkResult]] = deque()
-        for chunk in chunks:
-            pending.append(pool.submit(read, chunk))
-            if len(pending) >= 2 * workers:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
-
-
 def migrate_disk_cache(
     source: Path,
     engine: Engine,
@@ -223,7 +133,9 @@ def migrate_disk_cache(
     ``dry_run`` reads and classifies every file and writes nothing (no rows, no status
     file). ``workers`` processes read the files (the parent writes). Safe to run beside
     live workers: inserts never replace a row. Run one migration of a source at a time:
-    two would share the status file.
+    two would share the status file. A resumed run's summary includes the counts and
+    named files the status file kept for the files read before; a status file without
+    them (written by an older version) leaves them out, with a warning.
 
     Raises:
         ValueError: ``batch_size`` or ``workers`` below 1, or ``source`` is not a
@@ -237,7 +149,7 @@ def migrate_disk_cache(
         raise ValueError(f"the disk cache {source} is not a directory")
     policy = policy or TTLPolicy()
     root = Path(source).absolute()
-    database = redact_url(engine.url.render_as_string(hide_password=False))
+    database = database_name(engine)
     status = read_status(status_dir) if not dry_run else None
     same_target = (
         status is not None
@@ -246,9 +158,27 @@ def migrate_disk_cache(
     )
     resumed = same_target and status is not None and status.get("state") in ("running", "failed")
     migration_id = str(status["migration_id"]) if same_target and status else str(uuid.uuid4())
-    done: dict[str, str] = dict(status.get("progress", {})) if resumed and status else {}
-    summary = MigrationSummary(migration_id, str(root), database, dry_run=dry_run, resumed=resumed)
-    summary.skipped_done_shards = len(done)
+    done: dict[str, str] = _read_marks(status) if resumed and status else {}
+    # The counts come in three parts, so that the status file keeps exactly the counts of
+    # the files behind "progress", which a resumed run adds instead of reading them again:
+    # ``counted`` holds the chunks up to the last committed batch (earlier runs' included),
+    # ``pending`` the chunks read since, ``outside`` the files no run reads (folders of
+    # unknown services, files outside the layout), which every run counts afresh.
+    new = partial(
+        MigrationSummary, migration_id, str(root), database, dry_run=dry_run, resumed=resumed
+    )
+    counted, pending, outside = new(), new(), new()
+    earlier = (status or {}).get("progress_counts") if resumed else None
+    if isinstance(earlier, dict):
+        counted.add(earlier)
+    elif done:
+        logger.warning(
+            "cache migration %s: the status file keeps no counts of the files read before; "
+            "this run's summary counts only the files it reads",
+            migration_id,
+        )
+    skipped, from_before = len(done), counted.files_seen
+    earlier_seconds = counted.seconds
     started = time.monotonic()
     now = clock()
     logger.info(
@@ -259,13 +189,21 @@ def migrate_disk_cache(
         database,
     )
 
+    def total() -> MigrationSummary:
+        """The whole run's summary (the files no run reads first: they are found first)."""
+        summary = new(skipped_done_shards=skipped, files_from_earlier_runs=from_before)
+        summary.add(outside.counted())
+        summary.add(counted.counted())
+        return summary
+
     state: dict[str, Any] = {
         "migration_id": migration_id,
         "source": str(root),
         "database": database,
         "state": "running",
         "started_at": (status or {}).get("started_at") if resumed else format_time(now),
-        "progress": dict(done),
+        "progress": _stored_marks(done),
+        "progress_counts": counted.counted(),
     }
     rows: list[tuple[Any, ...]] = []
     writer = BatchWriter(engine)
@@ -273,24 +211,32 @@ def migrate_disk_cache(
     last_status = 0.0
 
     def flush(final: bool = False) -> None:
-        nonlocal last_status
+        nonlocal last_status, pending
         if rows and not dry_run:
             inserted = writer.write(rows)
-            summary.migrated += inserted
-            summary.already_present += len(rows) - inserted
+            counted.migrated += inserted
+            counted.already_present += len(rows) - inserted
         elif rows:
-            summary.migrated += len(rows)
-        summary.batches += 1 if rows else 0
+            counted.migrated += len(rows)
+        counted.batches += 1 if rows else 0
         rows.clear()
+        counted.add(pending.counted())
+        pending = new()
         done.update(marks)
         marks.clear()
-        summary.seconds = time.monotonic() - started
-        if not dry_run and (final or time.monotonic() - last_status >= STATUS_INTERVAL):
-            state.update(progress=dict(done), summary=summary.to_dict())
+        counted.seconds = earlier_seconds + time.monotonic() - started
+        write = not dry_run and (final or time.monotonic() - last_status >= STATUS_INTERVAL)
+        summary = total() if write or progress is not None else None
+        if write and summary is not None:
+            state.update(
+                progress=_stored_marks(done),
+                progress_counts=counted.counted(),
+                summary=summary.to_dict(),
+            )
             state["updated_at"] = format_time(clock())
             write_status(status_dir, state)
             last_status = time.monotonic()
-        if progress is not None:
+        if progress is not None and summary is not None:
             progress(summary)
 
     read = partial(
@@ -298,8 +244,8 @@ def migrate_disk_cache(
     )
     for folder, files in unknown_folders(root):
         # Never stored: no TTL, no service to ask; named so the operator can decide.
-        summary.files_seen += files
-        summary.name(summary.problems, "unknown_service", folder, files)
+        outside.files_seen += files
+        outside.name(outside.problems, "unknown_service", folder, files)
         logger.warning(
             "cache migration: skipping %d file(s) under %s: %r is not a known service (%s)",
             files,
@@ -309,31 +255,41 @@ def migrate_disk_cache(
         )
     stray = loose_files(root)  # list_chunks adds those found in the shards
     try:
-        for result in _chunk_results(list_chunks(root, done, stray), workers, read):
-            summary.files_seen += result.files
-            summary.expired += result.expired
-            summary.nul_escapes += result.nul_escapes
+        for result in chunk_results(list_chunks(root, done, stray), workers, read):
+            pending.files_seen += result.files
+            pending.expired += result.expired
+            pending.nul_escapes += result.nul_escapes
             for kind, path, detail, is_problem in result.named:
-                summary.name(summary.problems if is_problem else summary.notes, kind, Path(path))
+                pending.name(pending.problems if is_problem else pending.notes, kind, Path(path))
                 if is_problem and kind != "temp_file":
                     logger.warning("cache migration: %s %s %s", kind, path, detail or "")
             rows.extend(result.rows)
             marks.append((result.shard, result.last_name))
             if len(rows) >= batch_size:
                 flush()
-        _name_stray(summary, sorted(stray))
         flush(final=True)
     except BaseException:
         if not dry_run:
-            state.update(state="failed", progress=dict(done), summary=summary.to_dict())
+            # The counts of the batches committed, as "progress": pending is not in them.
+            state.update(
+                state="failed",
+                progress=_stored_marks(done),
+                progress_counts=counted.counted(),
+                summary=total().to_dict(),
+            )
             write_status(status_dir, state)
         raise
-    summary.seconds = time.monotonic() - started
+    _name_stray(outside, sorted(stray))
+    counted.seconds = earlier_seconds + time.monotonic() - started
+    summary = total()
     if not dry_run:
+        state.pop("progress_counts", None)  # nothing left to resume
         state.update(
             state="done", progress={}, summary=summary.to_dict(), updated_at=format_time(clock())
         )
         write_status(status_dir, state)
+    if progress is not None:
+        progress(summary)
     logger.info(
         "cache migration %s: %d files, %d migrated, %d already present, %d expired, %d corrupt",
         migration_id,
@@ -534,7 +490,55 @@ def _item_at(path: Path, service: str) -> DiskItem | None:
     )
 
 
+def _stored_marks(done: dict[str, str]) -> dict[str, str]:
+    # Each shard's last file name, exact for the resume; a file name whose bytes are not
+    # UTF-8 holds lone surrogates, which JSON cannot carry, so the text rule escapes them.
+    return encode_json(dict(done))  # type: ignore[no-any-return]
+
+
+def _read_marks(status: dict[str, Any]) -> dict[str, str]:
+    return {str(k): str(v) for k, v in decode_json(status.get("progress", {})).items()}
+
+
 # -- rolling back -----------------------------------------------------------------------
+
+
+class UnknownMigrationError(ValueError):
+    """A migration id that neither a row of the table nor the status file records."""
+
+
+def check_known_migration(engine: Engine, status_dir: Path, migration_id: str) -> None:
+    """Return when ``migration_id`` names a migration of ``engine``'s database, else raise.
+
+    Known: a row still carries the id, or the status file records it for this database.
+    The status file is the only record of a migration whose rows are all gone (rolled
+    back before, or all replaced by workers since), and it keeps only the latest
+    migration: an older one without rows left is unknown, as is a mistyped id.
+
+    Raises:
+        UnknownMigrationError: the message names the id, what the status file records and
+            where the right id is found.
+    """
+    with engine.connect() as conn:
+        query = select(TABLE.c.id).where(TABLE.c.migration_id == migration_id).limit(1)
+        if conn.execute(query).first() is not None:
+            return
+    status = read_status(status_dir) or {}
+    recorded, database = status.get("migration_id"), database_name(engine)
+    if recorded == migration_id and status.get("database") == database:
+        return
+    path = status_path(status_dir)
+    if recorded == migration_id:
+        found = f"{path} records it for the database {status.get('database')}, not this one"
+    elif recorded is not None:
+        found = f"{path} records the migration {recorded} (into {status.get('database')})"
+    else:
+        found = f"there is no status file {path}"
+    raise UnknownMigrationError(
+        f"no migration {migration_id!r} in {database}: no row carries that id and {found}; "
+        "the status file holds the last migration's id (migrate-cache prints it too), and "
+        "SELECT DISTINCT migration_id FROM enrichment_cache lists the ids rows still carry"
+    )
 
 
 def rollback_migration(
@@ -542,22 +546,11 @@ def rollback_migration(
 ) -> int:
     """Delete the rows ``migration_id`` inserted and still marks, in short batches.
 
-    Rows a worker or the hybrid cache stored since carry no mark and stay.
+    Rows a worker or the hybrid cache stored since carry no mark and stay. An id no row
+    carries removes nothing and is not an error here: :func:`check_known_migration` tells
+    a mistyped id from a migration rolled back before.
     """
-    ids = (
-        select(TABLE.c.id)
-        .where(TABLE.c.migration_id == migration_id)
-        .limit(batch_size)
-        .scalar_subquery()
-    )
-    statement = delete(TABLE).where(TABLE.c.id.in_(ids))
-    removed = 0
-    while True:
-        with engine.begin() as conn:
-            count = conn.execute(statement).rowcount
-        removed += count
-        if count < batch_size:
-            break
+    removed = delete_in_batches(engine, TABLE.c.migration_id == migration_id, batch_size)
     logger.info("cache migration %s rolled back: %d rows removed", migration_id, removed)
     return removed
 
@@ -569,18 +562,3 @@ def mark_rolled_back(status_dir: Path, migration_id: str, removed: int, when: da
         return
     status.update(state="rolled_back", rolled_back_rows=removed, updated_at=format_time(when))
     write_status(status_dir, status)
-
-
-def _exit_with_parent(parent: int) -> None:
-    """In a reader process: end it once the migrating process is gone (killed with
-    SIGKILL, it cannot tell its readers), instead of waiting for work for ever."""
-
-    def watch() -> None:
-        while True:
-            time.sleep(1.0)
-            try:
-                os.kill(parent, 0)
-            except ProcessLookupError:
-                os._exit(0)
-
-    threading.Thread(target=watch, name="parent-watch", daemon=True).start()

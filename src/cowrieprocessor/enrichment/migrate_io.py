@@ -1,8 +1,9 @@
 """The two halves of the migration's pipeline: reading chunks of files, writing batches.
 
-Reading is CPU-bound (parse, check, build the row) and runs in worker processes, one chunk
-of at most :data:`CHUNK_FILES` files of one shard per task; files of the current layout
-take a fast path, every other file the thorough classification of :mod:`.migrate_files`.
+Reading is CPU-bound (parse, check, build the row) and runs in worker processes
+(:func:`chunk_results`), one chunk of at most :data:`CHUNK_FILES` files of one shard per
+task; files of the current layout take a fast path, every other file the thorough
+classification of :mod:`.migrate_files`.
 Writing runs in the parent, in one short transaction per batch, below the ORM: SQLite
 ``executemany``, and on PostgreSQL a ``COPY`` straight into the table, or, when a key of
 the batch is already present, into a temporary staging table followed by ``INSERT ...
@@ -13,10 +14,15 @@ apart and never replaced.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
-from collections.abc import Iterator
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +32,7 @@ from sqlalchemy import Engine
 
 from cowrieprocessor.db.engine import is_postgres
 from cowrieprocessor.db.textrule import encode_text
+from cowrieprocessor.db.types import sqlite_datetime_text
 from cowrieprocessor.enrichment.cache.base import CacheEntry, check_service
 from cowrieprocessor.enrichment.cache.disk import (
     ENTRY_SUFFIX,
@@ -178,6 +185,37 @@ def _dirs(directory: Path) -> list[Path]:
         return []
 
 
+def chunk_results(
+    chunks: Iterator[Chunk],
+    workers: int,
+    read: Callable[[Chunk], ChunkResult],
+) -> Iterator[ChunkResult]:
+    """Results in chunk order; with ``workers`` > 1 read in that many processes, keeping
+    at most two chunks per worker in flight so memory stays bounded."""
+    if workers <= 1:
+        yield from (read(chunk) for chunk in chunks)
+        return
+    # Readers come from a forkserver, not a fork of this process: a forked reader would
+    # inherit this process's database socket, and after a SIGKILL of this process it
+    # would keep that connection, and its open transaction's row locks, alive, so a
+    # resumed migration would wait on them for ever. forkserver children inherit no
+    # sockets, and they exit when this process dies.
+    context = multiprocessing.get_context("forkserver")
+    with ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=context,
+        initializer=_exit_with_parent,
+        initargs=(os.getpid(),),
+    ) as pool:
+        pending: deque[Future[ChunkResult]] = deque()
+        for chunk in chunks:
+            pending.append(pool.submit(read, chunk))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
 def read_chunk(
     chunk: Chunk, policy: TTLPolicy, now: datetime, jsonb: bool, migration_id: str
 ) -> ChunkResult:
@@ -300,7 +338,7 @@ def _judge_file(
 def row_values(entry: CacheEntry, payload: str, jsonb: bool, migration_id: str) -> tuple[Any, ...]:
     """The :data:`_COLUMNS` values of ``entry``'s row, times as text for the target."""
     outcome = entry.outcome
-    stamp = _pg_time if jsonb else _sqlite_time
+    stamp = _pg_time if jsonb else sqlite_datetime_text
     message = outcome.message
     return (
         entry.service,
@@ -318,17 +356,6 @@ def row_values(entry: CacheEntry, payload: str, jsonb: bool, migration_id: str) 
 
 
 # -- writing ----------------------------------------------------------------------------
-
-
-def _sqlite_time(value: datetime) -> str:
-    # The text form SQLAlchemy's SQLite DateTime writes (naive UTC, microseconds), so
-    # rows inserted here compare and read back like rows the ORM wrote. isoformat is
-    # several times faster than strftime and gives the same text for four-digit years.
-    utc = value.astimezone(UTC)
-    if utc.year < 1000:
-        return utc.strftime("%Y-%m-%d %H:%M:%S.%f")
-    text = utc.replace(tzinfo=None).isoformat(" ")
-    return text if utc.microsecond else text + ".000000"
 
 
 def _pg_time(value: datetime) -> str:
@@ -433,3 +460,18 @@ def write_batch(engine: Engine, rows: list[tuple[Any, ...]]) -> int:
 
 def _copy_columns() -> str:
     return ", ".join("payload" if c == "payload_json" else c for c in _COLUMNS)
+
+
+def _exit_with_parent(parent: int) -> None:
+    """In a reader process: end it once the migrating process is gone (killed with
+    SIGKILL, it cannot tell its readers), instead of waiting for work for ever."""
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            try:
+                os.kill(parent, 0)
+            except ProcessLookupError:
+                os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
