@@ -7,6 +7,7 @@ Real databases, the real database cache, real worker processes (spawn), real HTT
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import os
 import signal
 import threading
@@ -39,7 +40,9 @@ from cowrieprocessor.db.models import (
     table_of,
 )
 from cowrieprocessor.db.textrule import decode_json, encode_text
+from cowrieprocessor.enrichment.budget import RowBudget
 from cowrieprocessor.enrichment.refresh import RefreshOptions
+from cowrieprocessor.enrichment.settings import SERVICE_NAMES
 from cowrieprocessor.enrichment.workers import CONNECTIONS_PER_WORKER, refresh_with_workers
 from tests.conftest import PG_ADMIN_URL, _pg_conninfo
 from tests.enrichment.servers import (
@@ -382,3 +385,192 @@ def test_workers_refuse_an_in_memory_database(
 
     assert result.exit_code == 2
     assert "in-memory" in result.output
+
+
+LIMITED_ADDRESSES = [f"45.85.{1 + i // 200}.{1 + i % 200}" for i in range(30)]
+LIMITED_HASHES = [hashlib.sha256(f"limited-{i}".encode()).hexdigest() for i in range(12)]
+
+
+def _limited_passwords(count: int) -> list[str]:
+    """Passwords whose HIBP ranges all differ: one request per password looked up."""
+    found: dict[str, str] = {}
+    n = 0
+    while len(found) < count:
+        password = f"limited-pw-{n}"
+        found.setdefault(hashlib.sha1(password.encode()).hexdigest()[:5], password)
+        n += 1
+    return list(found.values())
+
+
+LIMITED_PASSWORDS = _limited_passwords(9)
+
+
+def _seed_distinct_keys(engine: Engine) -> None:
+    """30 sessions, 12 files and 9 passwords, no two sharing a key: every row looked up
+    costs exactly one request per service, so requests count rows."""
+    sessions = [
+        {
+            "sensor": "s1",
+            "session_id": f"lim{i:03d}",
+            "src_ip": address,
+            "src_ip_valid": True,
+            "first_event_at": T0,
+            "updated_at": T0,
+        }
+        for i, address in enumerate(LIMITED_ADDRESSES)
+    ]
+    files = [
+        {
+            "event_hash": hashlib.sha256(f"limited-file{i}".encode()).hexdigest(),
+            "sensor": "s1",
+            "session_id": f"lim{i:03d}",
+            "direction": "upload",
+            "transfer_ok": True,
+            "shasum": shasum,
+            "url": None,
+            "first_seen": T0,
+        }
+        for i, shasum in enumerate(LIMITED_HASHES)
+    ]
+    logins = [
+        {
+            "event_hash": hashlib.sha256(f"limited-login{i}".encode()).hexdigest(),
+            "sensor": "s1",
+            "session_id": f"lim{i:03d}",
+            "event_time": T0,
+            "src_ip": LIMITED_ADDRESSES[0],
+            "username": "root",
+            "password": encode_text(password),
+            "password_sha256": hashlib.sha256(password.encode()).hexdigest(),
+            "success": False,
+        }
+        for i, password in enumerate(LIMITED_PASSWORDS)
+    ]
+    with engine.begin() as conn:
+        conn.execute(insert(SESSIONS), sessions)
+        conn.execute(insert(FILES), files)
+        conn.execute(insert(LOGINS), logins)
+
+
+@pytest.mark.timeout(60)
+def test_row_limits_bound_the_whole_run_across_workers(
+    db_url: str, providers: TimedProviders, tmp_path: Path
+) -> None:
+    engine = create_engine(db_url)
+    schema.upgrade(engine)
+    _seed_distinct_keys(engine)
+    engine.dispose()
+    settings = _settings(providers, tmp_path, db_url)
+    # The passwords' limit is below the number of workers: no worker may read a share of
+    # 0 as "no limit". Pages of 2 make the workers interleave on every kind.
+    limits = {"sessions": 7, "files": 5, "passwords": 2}
+    options = RefreshOptions(services=("dshield", "virustotal", "hibp"), batch_size=2, **limits)
+
+    result = refresh_with_workers(settings, options, 3, lease=timedelta(seconds=30))
+
+    assert result.died == []
+    summary = result.as_dict()
+    assert {kind: rows["enriched"] for kind, rows in summary["rows"].items()} == limits
+    engine = create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            written = {
+                "sessions": conn.scalar(
+                    select(func.count()).where(SESSIONS.c.enrichment.is_not(None))
+                ),
+                "files": conn.scalar(select(func.count()).where(FILES.c.vt_analysis.is_not(None))),
+                "passwords": conn.scalar(select(func.count()).select_from(PASSWORDS)),
+            }
+    finally:
+        engine.dispose()
+    assert written == limits
+    # One request per row looked up, no more: the limits bound what the run spends.
+    seen = Counter((s.service, s.endpoint) for s in providers.seen)
+    assert seen == {
+        ("dshield", "ip"): 7,
+        ("virustotal", "ip"): 7,
+        ("virustotal", "file"): 5,
+        ("hibp", "range"): 2,
+    }
+    assert summary["api_calls"] == 7 + 7 + 5 + 2
+
+
+def test_the_merged_summary_and_status_show_hits_per_cache_tier(
+    sqlite_url: str,
+    providers: TimedProviders,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    engine = create_engine(sqlite_url)
+    schema.upgrade(engine)
+    _seed(engine)
+    engine.dispose()
+    for name, value in _environment(providers).items():
+        monkeypatch.setenv(name, value)
+    # The database cache with the disk behind it: a hybrid cache, which counts per tier.
+    monkeypatch.setenv("COWRIEPROC_USE_DATABASE_CACHE", "true")
+    monkeypatch.delenv("COWRIEPROC_CONFIG", raising=False)
+    status_dir = tmp_path / "status"
+    args = ["refresh", "--db", sqlite_url, "--cache-dir", str(tmp_path / "c"), "--json"]
+    args += ["--workers", "3", "--batch-size", "8", "--status-dir", str(status_dir)]
+
+    first = CliRunner().invoke(app, [*args, *_key_flags()])
+    assert first.exit_code == 0, first.output
+    tiers = orjson.loads(first.stdout)["cache"]["tiers"]
+    # The shape of the single-process summary (test_refresh.py).
+    assert set(tiers) == {"memory", "database", "disk", "copied_to_database"}
+    assert tiers["memory"] == {}  # no memory tier configured
+    asked = providers.requests()
+
+    # Every row again: every lookup is now answered by the database tier.
+    second = CliRunner().invoke(app, [*args, "--all", *_key_flags()])
+    assert second.exit_code == 0, second.output
+    assert providers.requests() == asked
+    summary = orjson.loads(second.stdout)
+    tiers = summary["cache"]["tiers"]
+    lookups = summary["lookups"]
+    assert set(tiers["database"]) == set(lookups) == set(SERVICE_NAMES)
+    for service, stats in lookups.items():
+        assert stats["cache_misses"] == 0
+        # 24 addresses, 8 hashes...: each worker looks up what its own rows hold.
+        assert stats["cache_hits"] > 0
+        assert tiers["database"][service] == {"hits": stats["cache_hits"], "misses": 0}
+    assert sum(c["hits"] for c in tiers["database"].values()) == summary["cache"]["hits"]
+    assert tiers["disk"] == {}  # the database answered everything
+    assert tiers["copied_to_database"] == {"*": {"entries": 0}}
+    on_disk = orjson.loads((status_dir / "enrichment_refresh.json").read_bytes())
+    assert on_disk["cache"]["tiers"] == tiers
+
+
+def test_a_row_budget_grants_up_to_the_limit_and_takes_back_what_was_not_written() -> None:
+    budget = RowBudget.for_options(RefreshOptions(sessions=5, passwords=1))
+    assert budget.take("files", 100) is None  # 0: no limit
+    assert not budget.spent("files")
+    assert budget.take("sessions", 3) == 3
+    assert budget.take("sessions", 3) == 2
+    assert budget.spent("sessions")
+    assert budget.take("sessions", 1) == 0
+    budget.give_back("sessions", 1)  # one row of a page was taken over, not written
+    assert not budget.spent("sessions")
+    assert budget.take("sessions", 4) == 1
+    assert budget.take("passwords", 0) == 0
+    assert not budget.spent("passwords")
+
+
+def test_a_row_budget_whose_lock_stays_held_takes_its_limit_as_reached(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    context = multiprocessing.get_context("forkserver")
+    lock = context.Lock()
+    options = RefreshOptions(sessions=5)
+    budget = RowBudget(context.RawArray("q", RowBudget.limits(options)), lock, lock_timeout=0.05)
+    assert budget.take("sessions", 2) == 2
+    lock.acquire()  # as if a worker had been killed inside take()
+    try:
+        assert budget.take("sessions", 2) == 0
+        assert budget.spent("sessions")
+        assert budget.take("files", 7) is None  # no limit: the lock is not needed
+    finally:
+        lock.release()
+    assert "taking the limit as reached" in caplog.text
+    assert budget.take("sessions", 5) == 3

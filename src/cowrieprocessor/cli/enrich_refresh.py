@@ -63,11 +63,20 @@ def refresh_command(
     sessions: Annotated[
         int,
         typer.Option(
-            "--sessions", metavar="N", min=0, help="Sessions to enrich at most (0: all)."
+            "--sessions",
+            metavar="N",
+            min=0,
+            help="Sessions to enrich at most, all workers together (0: all).",
         ),
     ] = 0,
     files: Annotated[
-        int, typer.Option("--files", metavar="N", min=0, help="Files to enrich at most (0: all).")
+        int,
+        typer.Option(
+            "--files",
+            metavar="N",
+            min=0,
+            help="Files to enrich at most, all workers together (0: all).",
+        ),
     ] = 0,
     passwords: Annotated[
         int,
@@ -75,7 +84,7 @@ def refresh_command(
             "--passwords",
             metavar="N",
             min=0,
-            help="Distinct passwords to enrich at most (0: all).",
+            help="Distinct passwords to enrich at most, all workers together (0: all).",
         ),
     ] = 0,
     services: Annotated[

@@ -23,7 +23,8 @@ Many workers (:mod:`cowrieprocessor.enrichment.workers`): given :class:`RowClaim
 job enriches only the rows it claims (re-read after claiming), marks each claim finished
 in the transaction that writes its row, writes nothing whose claim was taken over, and
 at the end of each kind takes over the rows of its run whose leases ended. Given a
-:class:`SingleFlight`, cache misses are shared between workers.
+:class:`SingleFlight`, cache misses are shared between workers. Given a shared
+:class:`RowBudget`, the row limits bound all the workers together.
 
 Flags always follow the JSON: ``dshield_flagged`` is True for a DShield success, False
 for not found and None otherwise; ``vt_flagged`` is True when any file of the session
@@ -47,6 +48,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from cowrieprocessor.config import Settings
 from cowrieprocessor.db.engine import is_postgres
 from cowrieprocessor.db.textrule import decode_text
+from cowrieprocessor.enrichment.budget import RowBudget
 from cowrieprocessor.enrichment.cache import Cache
 from cowrieprocessor.enrichment.cache.factory import build_cache, ttl_policy
 from cowrieprocessor.enrichment.claims import PageClaims, RowClaims
@@ -62,7 +64,11 @@ from cowrieprocessor.enrichment.http import LimiterRegistry, ServiceClient
 from cowrieprocessor.enrichment.outcome import Outcome
 from cowrieprocessor.enrichment.service import EnrichmentService
 from cowrieprocessor.enrichment.settings import SERVICE_NAMES
-from cowrieprocessor.enrichment.status import STATUS_FILE_NAME, RunCounters, StatusFile
+from cowrieprocessor.enrichment.status import (
+    STATUS_FILE_NAME,
+    RunCounters,
+    StatusFile,
+)
 from cowrieprocessor.enrichment.targets import (
     FILES,
     PASSWORDS,
@@ -152,6 +158,7 @@ def refresh(
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
     claims: RowClaims | None = None,
     flight: SingleFlight | None = None,
+    budget: RowBudget | None = None,
 ) -> RefreshResult:
     """Run one refresh over ``engine``'s database (see the module docstring).
 
@@ -162,7 +169,9 @@ def refresh(
     With ``claims`` the run is one worker among many (see :mod:`.workers`): it enriches
     only the rows it claims, and at the end of each kind of row it takes over the rows of
     workers whose leases ended, waiting for live leases of its run to finish. With
-    ``flight``, cache misses go through single flight.
+    ``flight``, cache misses go through single flight. ``budget`` (default: one of
+    ``options``' limits, for this run alone) is what the row limits draw from; the
+    workers of one command share one, so the limits bound them together.
 
     Raises:
         KeyboardInterrupt: re-raised after the status file says ``interrupted``.
@@ -189,7 +198,18 @@ def refresh(
         return _with_tiers(counters.snapshot(service.stats), service)
 
     status = StatusFile(status_path, snapshot)
-    job = _Job(engine, settings, options, service, counters, status, progress, now, claims)
+    job = _Job(
+        engine,
+        settings,
+        options,
+        service,
+        counters,
+        status,
+        progress,
+        now,
+        claims,
+        budget,
+    )
     try:
         for kind, total in count_rows(engine, options.since).items():
             counters.rows[kind].total = total
@@ -230,6 +250,7 @@ class _Job:
         progress: ProgressCallback | None,
         now: Callable[[], datetime],
         claims: RowClaims | None = None,
+        budget: RowBudget | None = None,
     ) -> None:
         self.engine = engine
         self.options = options
@@ -239,6 +260,7 @@ class _Job:
         self.progress = progress
         self.now = now
         self.pages = PageClaims(claims) if claims is not None else None
+        self.budget = budget if budget is not None else RowBudget.for_options(options)
         self.policy = ttl_policy(settings)
         self.pg = is_postgres(engine)
 
@@ -263,23 +285,32 @@ class _Job:
         page: list[Any],
         stored: Callable[[Any], Mapping[str, Any]],
         services: Collection[str],
-    ) -> list[tuple[Any, list[str]]]:
-        """The rows of ``page`` this job gets to, each with the services it needs: the
-        page stops where the row limit of ``kind`` would be passed."""
-        limit = getattr(self.options, kind)
-        room = limit - self.counters.rows[kind].enriched if limit else None
+    ) -> tuple[list[tuple[Any, list[str]]], int]:
+        """The rows of ``page`` this job gets to, each with the services it needs, and
+        the rows taken from the budget for them: the page stops at the first row needing
+        a lookup that the row limit of ``kind`` leaves no room for. Hand the count to
+        :meth:`_settle_budget` once the page is written."""
+        every = [(row, self._wanted(stored(row), services)) for row in page]
+        granted = self.budget.take(kind, sum(1 for _, wanted in every if wanted))
+        if granted is None:
+            return every, 0
+        room = granted
         wants: list[tuple[Any, list[str]]] = []
-        for row in page:
-            if room is not None and room <= 0:
-                break
-            wanted = self._wanted(stored(row), services)
-            if wanted and room is not None:
+        for row, wanted in every:
+            if wanted:
+                if room <= 0:
+                    break
                 room -= 1
             wants.append((row, wanted))
-        return wants
+        return wants, granted
 
-    def _room(self, kind: str, limit: int) -> bool:
-        return limit == 0 or self.counters.rows[kind].enriched < limit
+    def _settle_budget(self, kind: str, granted: int, enriched_before: int) -> None:
+        """Give back the rows taken for a page and not written (taken over, gone)."""
+        written = self.counters.rows[kind].enriched - enriched_before
+        self.budget.give_back(kind, granted - written)
+
+    def _room(self, kind: str) -> bool:
+        return not self.budget.spent(kind)
 
     def _tick(self, kind: str) -> None:
         counts = self.counters.rows[kind]
@@ -316,7 +347,6 @@ class _Job:
 
     def _files_page(self, page: list[Any], services: list[str], *, sweep: bool) -> bool:
         """Look up and write one page; True when the row limit is reached."""
-        opts = self.options
         claimed: set[str] = set()
         if self.pages is not None:
             page, claimed = self.pages.claim(
@@ -326,7 +356,8 @@ class _Job:
                 lambda row: sweep or bool(self._wanted(_file_stored(row), services)),
                 lambda keys: file_rows(self.engine, [int(k) for k in keys]),
             )
-        wants = self._page_wants("files", page, _file_stored, services)
+        before = self.counters.rows["files"].enriched
+        wants, granted = self._page_wants("files", page, _file_stored, services)
         self.service.prefetch_files(
             (row.shasum, _text(row.url), wanted) for row, wanted in wants if wanted
         )
@@ -343,9 +374,10 @@ class _Job:
                 idle.add(str(row.id))
             self._tick("files")
         written = self._write_files(pending) if pending else set()
+        self._settle_budget("files", granted, before)
         if self.pages is not None:
             self.pages.settle("files", claimed, written, idle)
-        return not self._room("files", opts.files)
+        return not self._room("files")
 
     def _write_files(self, pending: list[tuple[Any, dict[str, Outcome]]]) -> set[str]:
         ids = [row.id for row, _ in pending]
@@ -402,7 +434,6 @@ class _Job:
 
     def _sessions_page(self, page: list[Any], services: list[str], *, sweep: bool) -> bool:
         """Look up and write one page; True when the row limit is reached."""
-        opts = self.options
         claimed: set[str] = set()
         if self.pages is not None:
             page, claimed = self.pages.claim(
@@ -412,7 +443,8 @@ class _Job:
                 lambda row: sweep or bool(self._wanted(_session_stored(row), services)),
                 lambda keys: session_rows(self.engine, [int(k) for k in keys]),
             )
-        wants = self._page_wants("sessions", page, _session_stored, services)
+        before = self.counters.rows["sessions"].enriched
+        wants, granted = self._page_wants("sessions", page, _session_stored, services)
         self.service.prefetch_sessions((_text(row.src_ip), w) for row, w in wants if w)
         pending: list[tuple[Any, dict[str, Outcome]]] = []
         idle: set[str] = set()
@@ -426,9 +458,10 @@ class _Job:
                 idle.add(str(row.id))
             self._tick("sessions")
         written = self._write_sessions(pending) if pending else set()
+        self._settle_budget("sessions", granted, before)
         if self.pages is not None:
             self.pages.settle("sessions", claimed, written, idle)
-        return not self._room("sessions", opts.sessions)
+        return not self._room("sessions")
 
     def _write_sessions(self, pending: list[tuple[Any, dict[str, Outcome]]]) -> set[str]:
         ids = [row.id for row, _ in pending]
@@ -488,7 +521,6 @@ class _Job:
 
     def _passwords_page(self, page: list[Any], *, sweep: bool) -> bool:
         """Look up and write one page; True when the row limit is reached."""
-        opts = self.options
         claimed: set[str] = set()
         if self.pages is not None:
             page, claimed = self.pages.claim(
@@ -498,7 +530,10 @@ class _Job:
                 lambda row: sweep or bool(self._wanted({"hibp": row.hibp}, ["hibp"])),
                 lambda keys: password_rows(self.engine, keys),
             )
-        wants = self._page_wants("passwords", page, lambda row: {"hibp": row.hibp}, ["hibp"])
+        before = self.counters.rows["passwords"].enriched
+        wants, granted = self._page_wants(
+            "passwords", page, lambda row: {"hibp": row.hibp}, ["hibp"]
+        )
         self.service.prefetch_passwords(decode_text(row.password) for row, w in wants if w)
         pending: list[tuple[Any, Outcome]] = []
         idle: set[str] = set()
@@ -510,9 +545,10 @@ class _Job:
                 idle.add(str(row.password_sha256))
             self._tick("passwords")
         written = self._write_passwords(pending) if pending else set()
+        self._settle_budget("passwords", granted, before)
         if self.pages is not None:
             self.pages.settle("passwords", claimed, written, idle)
-        return not self._room("passwords", opts.passwords)
+        return not self._room("passwords")
 
     def _write_passwords(self, pending: list[tuple[Any, Outcome]]) -> set[str]:
         p = PASSWORDS.c

@@ -8,10 +8,13 @@ own engine, cache, clients and limiters) that run
 * rows are split by claims with leases (:mod:`.claims`), so each row is enriched once
   and a worker that dies has its rows taken over when its lease ends;
 * cache misses go through single flight (:mod:`.flight`), so a key is asked once;
-* rate limits live in the database (:mod:`.shared_limits`), one pace per API key.
+* rate limits live in the database (:mod:`.shared_limits`), one pace per API key;
+* row limits (``--sessions``/``--files``/``--passwords``) are one budget in shared memory
+  (:func:`shared_budget`), so they bound all the workers together, not each worker.
 
 Several hosts join one run by giving the same ``run_id`` (``--run-id``); their workers
-then share claims as if they were one pool. Each worker keeps its own status file under
+then share claims as if they were one pool, but each host's command keeps its own row
+limits (the budget lives in that host's memory). Each worker keeps its own status file under
 ``<status_dir>/workers/<n>/``; the parent merges them into ``<status_dir>/
 enrichment_refresh.json`` every second and at the end.
 
@@ -43,6 +46,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from multiprocessing.connection import Connection
+from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
 from multiprocessing.queues import Queue
 from pathlib import Path
@@ -53,6 +57,7 @@ import orjson
 from cowrieprocessor.config import Settings
 from cowrieprocessor.db.engine import create_engine
 from cowrieprocessor.db.errors import error_text, lost_database
+from cowrieprocessor.enrichment.budget import RowBudget
 from cowrieprocessor.enrichment.claims import DEFAULT_LEASE, RowClaims, new_run_id
 from cowrieprocessor.enrichment.flight import SingleFlight
 from cowrieprocessor.enrichment.refresh import RefreshOptions, refresh
@@ -131,8 +136,11 @@ def refresh_with_workers(
 ) -> PoolResult:
     """Run ``workers`` worker processes over ``settings.db_url`` and merge their results.
 
-    A worker that dies (killed, out of memory) does not stop the others: they take its
-    rows over once its lease ends, and the result names it in ``died``.
+    The row limits of ``options`` bound the run as a whole: the workers draw from one
+    :func:`shared_budget`, so together they write at most that many rows of each kind
+    (and look up no more). A worker that dies (killed, out of memory) does not stop
+    the others: they take its rows over once its lease ends, and the result names it in
+    ``died``.
 
     Raises:
         ValueError: ``workers`` is below 1.
@@ -153,13 +161,16 @@ def refresh_with_workers(
     results: Queue[tuple[int, dict[str, Any]]] = context.Queue()
     # Closing ``stop_writer`` (or this process ending) tells every worker to stop.
     stop_reader, stop_writer = context.Pipe(duplex=False)
+    budget = shared_budget(context, options)
     specs = [
         WorkerSpec(i, settings, options, run_id, lease.total_seconds(), directory, log_level)
         for i in range(workers)
     ]
     processes = [
         context.Process(
-            target=worker_main, args=(spec, results, stop_reader), name=f"refresh-worker-{i}"
+            target=worker_main,
+            args=(spec, results, stop_reader, budget),
+            name=f"refresh-worker-{i}",
         )
         for i, spec in enumerate(specs)
     ]
@@ -205,6 +216,25 @@ def refresh_with_workers(
     if lost:
         merged["database_lost"] = lost[min(lost)]
     return PoolResult(merged, died, lost[min(lost)] if lost else None)
+
+
+def shared_budget(context: BaseContext, options: RefreshOptions) -> RowBudget:
+    """One :class:`~.budget.RowBudget` of ``options``' row limits for every worker that
+    ``context`` starts (pass it in the process's arguments).
+
+    The counts live in shared memory under one process-shared lock, so a take by one
+    worker is seen by all at once and the rows taken by all never exceed the limit;
+    rows a worker took and did not write go back to all. Splitting each limit into
+    fixed shares instead would lose a dying worker's whole share (here it loses only
+    the page it held) and would need a way to say "none" for a share of 0 (a limit
+    below the number of workers), where 0 means no limit. A worker that dies keeps
+    what it took for its page; the run then writes fewer rows than the limit, never
+    more. The budget is this host's: workers joining the run from other hosts
+    (``--run-id``) spend their own command's limits.
+    """
+    # A raw array and a lock of its own: a synchronized array would take the lock on
+    # every read too, without the timeout RowBudget puts on it.
+    return RowBudget(context.RawArray("q", RowBudget.limits(options)), context.Lock())
 
 
 @contextlib.contextmanager
@@ -296,8 +326,11 @@ def worker_main(
     spec: WorkerSpec,
     results: Queue[tuple[int, dict[str, Any]]],
     stop: Connection,
+    budget: RowBudget | None = None,
 ) -> None:
-    """The body of one worker process: its own engine, limiters, claims and flight.
+    """The body of one worker process: its own engine, limiters, claims and flight; the
+    row limits drawn from ``budget`` (shared with the other workers; default: this
+    worker's own, of ``spec.options``).
 
     Should the database fail (see :func:`~cowrieprocessor.db.errors.lost_database`), the
     worker sends the parent one line saying so instead of its summary and ends without
@@ -309,7 +342,7 @@ def worker_main(
         format="%(asctime)s %(processName)s %(levelname)s %(name)s %(message)s",
     )
     try:
-        _work(spec, results, _StopWatch(stop))
+        _work(spec, results, _StopWatch(stop), budget)
     except Exception as error:
         found = lost_database(error)
         if found is None:
@@ -318,7 +351,12 @@ def worker_main(
         results.put((spec.index, {_LOST: error_text(found, spec.settings.db_url)}))
 
 
-def _work(spec: WorkerSpec, results: Queue[tuple[int, dict[str, Any]]], stop: _StopWatch) -> None:
+def _work(
+    spec: WorkerSpec,
+    results: Queue[tuple[int, dict[str, Any]]],
+    stop: _StopWatch,
+    budget: RowBudget | None,
+) -> None:
     engine = create_engine(
         spec.settings.db_url, pool_size=WORKER_POOL_SIZE, max_overflow=WORKER_MAX_OVERFLOW
     )
@@ -341,6 +379,7 @@ def _work(spec: WorkerSpec, results: Queue[tuple[int, dict[str, Any]]], stop: _S
             claims=claims,
             # A pending flight of a dead worker holds its waiters as long as a claim.
             flight=SingleFlight(engine, owner=claims.worker, lease=claims.lease),
+            budget=budget,
         )
         stop.done.set()
         summary = result.as_dict()
@@ -431,7 +470,11 @@ def _write_merged(
 
 
 def merge_summaries(parts: list[dict[str, Any]], elapsed: float, state: str) -> dict[str, Any]:
-    """One status document for several workers: counts added, totals shared."""
+    """One status document for several workers: counts added, totals shared.
+
+    ``cache.tiers`` (the hybrid cache's hits and misses per tier and service) is summed
+    like the other counts and present when any part has it, in the single-process shape.
+    """
     rows: dict[str, dict[str, int]] = {}
     outcomes: dict[str, dict[str, int]] = {}
     lookups: dict[str, dict[str, Any]] = {}
@@ -455,6 +498,7 @@ def merge_summaries(parts: list[dict[str, Any]], elapsed: float, state: str) -> 
             if stats.get("last_error"):
                 merged["last_error"] = stats["last_error"]
         last_errors.update(part.get("last_errors", {}))
+    tiers = _merge_tiers([p["cache"]["tiers"] for p in parts if "tiers" in p.get("cache", {})])
     failed = sorted(
         name for name, s in lookups.items() if s["attempted"] > 0 and s["failed"] == s["attempted"]
     )
@@ -474,6 +518,7 @@ def merge_summaries(parts: list[dict[str, Any]], elapsed: float, state: str) -> 
             "misses": sum(s["cache_misses"] for s in lookups.values()),
             "repeats_in_run": sum(s["memo_hits"] for s in lookups.values()),
             "shared": sum(s["shared"] for s in lookups.values()),
+            **({"tiers": tiers} if tiers is not None else {}),
         },
         "api_calls": api_calls,
         "rate_rows_per_second": round(scanned / elapsed, 2),
@@ -484,3 +529,21 @@ def merge_summaries(parts: list[dict[str, Any]], elapsed: float, state: str) -> 
         "ok": not failed,
         "failed_services": failed,
     }
+
+
+def _merge_tiers(
+    parts: list[dict[str, dict[str, dict[str, int]]]],
+) -> dict[str, dict[str, dict[str, int]]] | None:
+    """The workers' ``cache.tiers`` summed: {tier: {service: {count: n}}}, every tier any
+    worker reported (an empty one stays, as in a single process); None without any."""
+    if not parts:
+        return None
+    merged: dict[str, dict[str, dict[str, int]]] = {}
+    for part in parts:
+        for tier, services in part.items():
+            mine = merged.setdefault(tier, {})
+            for service, counts in services.items():
+                into = mine.setdefault(service, {})
+                for name, number in counts.items():
+                    into[name] = into.get(name, 0) + int(number)
+    return {tier: dict(sorted(services.items())) for tier, services in merged.items()}
