@@ -13,12 +13,19 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
+import orjson
 import pytest
+from sqlalchemy import select, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
 
+from cowrieprocessor.db import schema
 from cowrieprocessor.db.engine import PG_CONNECT_TIMEOUT_SECONDS, create_engine
+from cowrieprocessor.db.models import RawEvent
+from cowrieprocessor.ingest.loader import Loader
 
 BIN = Path(sys.executable).parent
 
@@ -96,3 +103,39 @@ def test_a_silent_server_fails_after_the_default_timeout(silent_port: int) -> No
     assert "connection timeout expired" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
     assert PG_CONNECT_TIMEOUT_SECONDS <= elapsed < PG_CONNECT_TIMEOUT_SECONDS + 15
+
+
+@pytest.mark.postgres
+def test_sessions_are_utc_whatever_the_database_zone(pg_url: str, tmp_path: Path) -> None:
+    # A server or database set to another zone prints timestamps in it; near year 9999
+    # (or year 1) that text leaves the range the driver can read, and every query over
+    # such a row failed. Our sessions set UTC for themselves.
+    database = make_url(pg_url).database
+    admin = create_engine(pg_url)
+    with admin.connect() as conn:
+        conn.execute(text(f"ALTER DATABASE \"{database}\" SET timezone = 'Asia/Tokyo'"))
+        conn.commit()
+    admin.dispose()
+    engine = create_engine(pg_url)
+    schema.upgrade(engine)
+    late = {"eventid": "cowrie.session.connect", "session": "z1", "src_ip": "192.0.2.7"}
+    stamps = ["9999-12-31T23:59:59.999999Z", "0001-01-01T00:00:00Z"]
+    path = tmp_path / "cowrie.json"
+    path.write_bytes(
+        b"\n".join(orjson.dumps(late | {"timestamp": stamp}) for stamp in stamps) + b"\n"
+    )
+    assert Loader(engine, default_sensor="s").ingest([str(path)]).as_dict()["events_loaded"] == 2
+
+    with Session(engine) as session:
+        times = session.scalars(select(RawEvent.event_time).order_by(RawEvent.event_time))
+        assert list(times) == [
+            datetime(1, 1, 1, tzinfo=UTC),
+            datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+        ]
+    with engine.connect() as conn:
+        zone, name = conn.execute(
+            text("SELECT current_setting('TimeZone'), current_setting('application_name')")
+        ).one()
+    assert zone == "UTC"
+    assert name == Path(sys.argv[0]).name
+    engine.dispose()

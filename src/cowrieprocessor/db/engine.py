@@ -6,12 +6,19 @@ PostgreSQL URLs of any spelling (``postgres://``, ``postgresql://``) use psycopg
 a connection attempt gives up after :data:`PG_CONNECT_TIMEOUT_SECONDS` (a host that drops
 packets would otherwise hold the command for over two minutes) unless the URL's
 ``connect_timeout`` query parameter or the ``PGCONNECT_TIMEOUT`` variable says otherwise.
+Every PostgreSQL connection sets its session time zone to UTC, whatever the server's or
+database's default: timestamps near year 1 or 9999 stored in UTC cannot be printed in
+another zone (``10000-01-01 08:59:59+09``) and the driver then fails on the whole query.
+It also names itself (``application_name``: the command, such as ``cowrie-db``), so a
+session of ours that blocks another shows up by name in ``pg_stat_activity``.
 """
 
 from __future__ import annotations
 
 import os
 import sqlite3
+import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -91,16 +98,29 @@ def create_engine(url: str, *, pool_size: int = 5, max_overflow: int = 5) -> Eng
         event.listen(engine, "connect", _sqlite_on_connect)
         event.listen(engine, "begin", _sqlite_on_begin)
         return engine
-    # The operator's own timeout, in the URL or libpq's variable, is left to psycopg.
-    chosen = "connect_timeout" in parsed.query or os.environ.get("PGCONNECT_TIMEOUT")
     return sa_create_engine(
         url,
         json_serializer=_json_dumps,
         pool_size=pool_size,
         max_overflow=max_overflow,
         pool_pre_ping=True,
-        connect_args={} if chosen else {"connect_timeout": PG_CONNECT_TIMEOUT_SECONDS},
+        connect_args=pg_connect_args(parsed.query),
     )
+
+
+def pg_connect_args(query: Mapping[str, Any]) -> dict[str, Any]:
+    """The connection parameters this project adds to a PostgreSQL URL whose query
+    parameters are ``query`` (see the module docstring). Parameters the operator gave, in
+    the URL or libpq's variables, win; ``options`` of the URL are kept after ours."""
+    args: dict[str, Any] = {}
+    # The operator's own timeout, in the URL or libpq's variable, is left to psycopg.
+    if "connect_timeout" not in query and not os.environ.get("PGCONNECT_TIMEOUT"):
+        args["connect_timeout"] = PG_CONNECT_TIMEOUT_SECONDS
+    if "application_name" not in query and not os.environ.get("PGAPPNAME"):
+        args["application_name"] = Path(sys.argv[0]).name[:63] or "cowrieprocessor"
+    given = query.get("options", "")
+    args["options"] = " ".join(filter(None, ["-c TimeZone=UTC", str(given)]))
+    return args
 
 
 def _sqlite_on_connect(dbapi_connection: sqlite3.Connection, _record: object) -> None:

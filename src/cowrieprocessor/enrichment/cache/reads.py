@@ -31,7 +31,7 @@ import psycopg
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import OperationalError
 
-from cowrieprocessor.db.engine import is_postgres
+from cowrieprocessor.db.engine import is_postgres, pg_connect_args
 from cowrieprocessor.db.types import sqlite_datetime_text as sqlite_time
 
 _PG_ONE = (
@@ -113,7 +113,9 @@ class DirectReads:
         if self.postgres:
             url = self.engine.url.set(drivername="postgresql")
             connection: Any = psycopg.connect(
-                url.render_as_string(hide_password=False), autocommit=True
+                url.render_as_string(hide_password=False),
+                autocommit=True,
+                **pg_connect_args(url.query),
             )
         else:
             connection = self.engine.raw_connection()
