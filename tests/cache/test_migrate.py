@@ -115,6 +115,26 @@ def test_file_names_that_are_not_utf8_are_named_in_the_status_file(
     assert _rows(engine) == len(fixture.entries)
 
 
+def test_a_source_folder_whose_name_is_not_utf8_migrates_and_resumes(
+    engine: Engine, tmp_path: Path
+) -> None:
+    root = Path(os.fsdecode(os.path.join(os.fsencode(tmp_path), b"disk\xff")))
+    fixture = make_disk_cache(root)
+    status_dir = tmp_path / "status"
+
+    summary = migrate_disk_cache(root, engine, status_dir=status_dir)
+
+    shown = f"{tmp_path}/disk\\xff"
+    assert summary.to_dict()["source"] == shown
+    status = read_status(status_dir)
+    assert status is not None and status["source"] == shown
+    assert _rows(engine) == len(fixture.entries)
+    # The status file's form of the folder is recognised: the same migration again.
+    again = migrate_disk_cache(root, engine, status_dir=status_dir)
+    assert again.migration_id == summary.migration_id
+    assert again.to_dict()["already_present"] == len(fixture.entries)
+
+
 def test_migration_counts_names_and_copies_exactly(
     engine: Engine, fixture: DiskFixture, tmp_path: Path
 ) -> None:

@@ -55,6 +55,7 @@ from cowrieprocessor.enrichment.migrate_files import (
     KNOWN_SERVICES,
     MAX_NAMED,
     judge,
+    shown_path,
 )
 from cowrieprocessor.enrichment.migrate_files import (
     MigrationSummary as MigrationSummary,  # re-exported: callers take it from here
@@ -149,11 +150,14 @@ def migrate_disk_cache(
         raise ValueError(f"the disk cache {source} is not a directory")
     policy = policy or TTLPolicy()
     root = Path(source).absolute()
+    # The folder as the status file and the summary name it (JSON cannot carry a name
+    # that is not UTF-8; see shown_path); a resumed run recognises it in the same form.
+    shown_root = shown_path(root)
     database = database_name(engine)
     status = read_status(status_dir) if not dry_run else None
     same_target = (
         status is not None
-        and status.get("source") == str(root)
+        and status.get("source") == shown_root
         and status.get("database") == database
     )
     resumed = same_target and status is not None and status.get("state") in ("running", "failed")
@@ -165,7 +169,7 @@ def migrate_disk_cache(
     # ``pending`` the chunks read since, ``outside`` the files no run reads (folders of
     # unknown services, files outside the layout), which every run counts afresh.
     new = partial(
-        MigrationSummary, migration_id, str(root), database, dry_run=dry_run, resumed=resumed
+        MigrationSummary, migration_id, shown_root, database, dry_run=dry_run, resumed=resumed
     )
     counted, pending, outside = new(), new(), new()
     earlier = (status or {}).get("progress_counts") if resumed else None
@@ -198,7 +202,7 @@ def migrate_disk_cache(
 
     state: dict[str, Any] = {
         "migration_id": migration_id,
-        "source": str(root),
+        "source": shown_root,
         "database": database,
         "state": "running",
         "started_at": (status or {}).get("started_at") if resumed else format_time(now),
