@@ -335,12 +335,11 @@ def _kill_a_claim_holder(url: str) -> int:
     raise AssertionError("no worker ever held a claim")
 
 
-def test_the_command_runs_workers_and_prints_the_merged_summary(
-    sqlite_url: str,
-    providers: TimedProviders,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def _three_worker_command(
+    sqlite_url: str, providers: TimedProviders, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[list[str], Path]:
+    """Seed a SQLite database and return a ``refresh --workers 3`` command line (the
+    database cache with the disk behind it) and its status folder."""
     engine = create_engine(sqlite_url)
     schema.upgrade(engine)
     _seed(engine)
@@ -352,6 +351,16 @@ def test_the_command_runs_workers_and_prints_the_merged_summary(
     status_dir = tmp_path / "status"
     args = ["refresh", "--db", sqlite_url, "--cache-dir", str(tmp_path / "c"), "--json"]
     args += ["--workers", "3", "--batch-size", "8", "--status-dir", str(status_dir)]
+    return args, status_dir
+
+
+def test_the_command_runs_workers_and_prints_the_merged_summary(
+    sqlite_url: str,
+    providers: TimedProviders,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    args, status_dir = _three_worker_command(sqlite_url, providers, tmp_path, monkeypatch)
 
     result = CliRunner().invoke(app, [*args, *_key_flags()])
 
@@ -501,18 +510,8 @@ def test_the_merged_summary_and_status_show_hits_per_cache_tier(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    engine = create_engine(sqlite_url)
-    schema.upgrade(engine)
-    _seed(engine)
-    engine.dispose()
-    for name, value in _environment(providers).items():
-        monkeypatch.setenv(name, value)
     # The database cache with the disk behind it: a hybrid cache, which counts per tier.
-    monkeypatch.setenv("COWRIEPROC_USE_DATABASE_CACHE", "true")
-    monkeypatch.delenv("COWRIEPROC_CONFIG", raising=False)
-    status_dir = tmp_path / "status"
-    args = ["refresh", "--db", sqlite_url, "--cache-dir", str(tmp_path / "c"), "--json"]
-    args += ["--workers", "3", "--batch-size", "8", "--status-dir", str(status_dir)]
+    args, status_dir = _three_worker_command(sqlite_url, providers, tmp_path, monkeypatch)
 
     first = CliRunner().invoke(app, [*args, *_key_flags()])
     assert first.exit_code == 0, first.output
