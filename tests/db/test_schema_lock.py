@@ -182,3 +182,12 @@ def test_sqlite_takes_the_option_and_bad_values_are_refused(sqlite_url: str) -> 
 def test_the_commands_defaults_are_the_schema_modules() -> None:
     assert db_cli.LOCK_TIMEOUT_SECONDS == schema.DEFAULT_LOCK_TIMEOUT_SECONDS
     assert db_cli.MAX_LOCK_TIMEOUT_SECONDS == schema.MAX_LOCK_TIMEOUT_SECONDS
+
+
+def test_the_message_names_a_relative_target_in_words() -> None:
+    one = str(schema.SchemaLockTimeout("downgrade", "-1", 3.0, None))
+    assert one.startswith("downgrade one revision back waited 3 s for a lock held by other")
+    two = str(schema.SchemaLockTimeout("downgrade", "-2", 3.0, None))
+    assert two.startswith("downgrade 2 revisions back waited 3 s")
+    named = str(schema.SchemaLockTimeout("upgrade", "head", 0.5, None))
+    assert named.startswith("upgrade to 'head' waited 0.5 s")

@@ -118,7 +118,13 @@ class SchemaLockTimeout(RuntimeError):
         self.revision = revision
         self.seconds = seconds
         self.wait = wait
-        waited = f"{action} to {revision!r} waited {seconds:g} s"
+        # Alembic's relative targets ("-1") mean nothing to an operator; say what they do.
+        if revision.startswith("-") and revision[1:].isdigit():
+            steps = int(revision[1:])
+            target = "one revision back" if steps == 1 else f"{steps} revisions back"
+        else:
+            target = f"to {revision!r}"
+        waited = f"{action} {target} waited {seconds:g} s"
         unchanged = "nothing was changed (the transaction rolled back)"
         if wait is not None and wait.schema_lock:
             message = (
