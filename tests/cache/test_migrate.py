@@ -322,7 +322,10 @@ def test_killed_migration_resumes_and_finishes(db_url: str, tmp_path: Path) -> N
     from cowrieprocessor.db import schema
     from cowrieprocessor.db.engine import create_engine
 
-    fx = make_disk_cache(tmp_path / "disk", fresh=1200)
+    # Enough entries that the killed run is still busy when the status file first shows
+    # progress (written every STATUS_INTERVAL): with 1,200 a quiet machine had migrated
+    # them all by then, and the kill came after the last row.
+    fx = make_disk_cache(tmp_path / "disk", fresh=6000)
     expected = len(fx.entries)
     status_dir = tmp_path / "status"
     env = {**os.environ, "COWRIEPROC_STATUS_DIR": str(status_dir), "COWRIEPROC_DB_URL": db_url}
