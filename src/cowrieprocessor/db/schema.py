@@ -29,6 +29,7 @@ from cowrieprocessor.safetext import printable
 
 if TYPE_CHECKING:
     from alembic.config import Config
+    from sqlalchemy.exc import OperationalError
 
 logger = logging.getLogger(__name__)
 
@@ -301,18 +302,10 @@ def _lock_timeout_ms(seconds: float) -> int:
     return max(round(seconds * 1000), 1) if seconds > 0 else 0
 
 
-def _is_lock_timeout(error: BaseException) -> bool:
-    """True when ``error`` (or what it wraps) is PostgreSQL's lock_not_available."""
-    seen: set[int] = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        original = getattr(current, "orig", None)
-        for candidate in (current, original):
-            if getattr(candidate, "sqlstate", None) == "55P03":
-                return True
-        current = current.__cause__ or current.__context__
-    return False
+def _is_lock_timeout(error: OperationalError) -> bool:
+    """True when ``error`` is PostgreSQL's lock_not_available (SQLSTATE 55P03), which
+    SQLAlchemy raises with the driver's error as ``orig``."""
+    return getattr(error.orig, "sqlstate", None) == "55P03"
 
 
 # The lock the backend waits for, if any: its type, the table (or index) for relation
