@@ -64,11 +64,7 @@ from cowrieprocessor.enrichment.http import LimiterRegistry, ServiceClient
 from cowrieprocessor.enrichment.outcome import Outcome
 from cowrieprocessor.enrichment.service import EnrichmentService
 from cowrieprocessor.enrichment.settings import SERVICE_NAMES
-from cowrieprocessor.enrichment.status import (
-    STATUS_FILE_NAME,
-    RunCounters,
-    StatusFile,
-)
+from cowrieprocessor.enrichment.status import STATUS_FILE_NAME, RunCounters, StatusFile
 from cowrieprocessor.enrichment.targets import (
     FILES,
     PASSWORDS,
@@ -309,9 +305,6 @@ class _Job:
         written = self.counters.rows[kind].enriched - enriched_before
         self.budget.give_back(kind, granted - written)
 
-    def _room(self, kind: str) -> bool:
-        return not self.budget.spent(kind)
-
     def _tick(self, kind: str) -> None:
         counts = self.counters.rows[kind]
         counts.scanned += 1
@@ -377,7 +370,7 @@ class _Job:
         self._settle_budget("files", granted, before)
         if self.pages is not None:
             self.pages.settle("files", claimed, written, idle)
-        return not self._room("files")
+        return self.budget.spent("files")
 
     def _write_files(self, pending: list[tuple[Any, dict[str, Outcome]]]) -> set[str]:
         ids = [row.id for row, _ in pending]
@@ -461,7 +454,7 @@ class _Job:
         self._settle_budget("sessions", granted, before)
         if self.pages is not None:
             self.pages.settle("sessions", claimed, written, idle)
-        return not self._room("sessions")
+        return self.budget.spent("sessions")
 
     def _write_sessions(self, pending: list[tuple[Any, dict[str, Outcome]]]) -> set[str]:
         ids = [row.id for row, _ in pending]
@@ -548,7 +541,7 @@ class _Job:
         self._settle_budget("passwords", granted, before)
         if self.pages is not None:
             self.pages.settle("passwords", claimed, written, idle)
-        return not self._room("passwords")
+        return self.budget.spent("passwords")
 
     def _write_passwords(self, pending: list[tuple[Any, Outcome]]) -> set[str]:
         p = PASSWORDS.c
