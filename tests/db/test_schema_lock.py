@@ -19,11 +19,11 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 from sqlalchemy import Engine
-from sqlalchemy.engine import make_url
 
 from cowrieprocessor.cli import db as db_cli
 from cowrieprocessor.db import schema
 from cowrieprocessor.db.engine import create_engine
+from tests.conftest import _pg_conninfo
 
 BIN = os.path.dirname(sys.executable)
 # An escape sequence (clear screen) in the blocking session's last query: the message
@@ -42,25 +42,10 @@ def cowrie_db(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[st
     )
 
 
-def _conninfo(url: str) -> str:
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
-@pytest.fixture
-def pg_engine(pg_url: str) -> Iterator[Engine]:
-    """An engine on a fresh PostgreSQL database at the newest schema."""
-    engine = create_engine(pg_url)
-    schema.upgrade(engine)
-    try:
-        yield engine
-    finally:
-        engine.dispose()
-
-
 @pytest.fixture
 def holder(pg_engine: Engine, pg_url: str) -> Iterator[psycopg.Connection]:
     """A session in an open transaction that has read raw_events (ACCESS SHARE)."""
-    conn = psycopg.connect(_conninfo(pg_url), application_name="psql-tester")
+    conn = psycopg.connect(_pg_conninfo(pg_url), application_name="psql-tester")
     try:
         conn.execute("LOCK TABLE raw_events IN ACCESS SHARE MODE")
         conn.execute(HOSTILE_QUERY)
@@ -71,7 +56,7 @@ def holder(pg_engine: Engine, pg_url: str) -> Iterator[psycopg.Connection]:
 
 def _wait_until_blocked(pg_url: str, deadline: float = 30) -> None:
     """Return once some session waits for a lock on raw_events (fail after ``deadline``)."""
-    with psycopg.connect(_conninfo(pg_url), autocommit=True) as conn:
+    with psycopg.connect(_pg_conninfo(pg_url), autocommit=True) as conn:
         until = time.monotonic() + deadline
         while time.monotonic() < until:
             row = conn.execute(
@@ -153,7 +138,7 @@ def test_lock_timeout_0_waits_for_ever_and_says_for_whom(
 
 @pytest.mark.postgres
 def test_the_schema_lock_of_another_schema_change_is_named(pg_engine: Engine, pg_url: str) -> None:
-    with psycopg.connect(_conninfo(pg_url), application_name="other-upgrade") as other:
+    with psycopg.connect(_pg_conninfo(pg_url), application_name="other-upgrade") as other:
         other.execute("SELECT pg_advisory_xact_lock(%s)", (schema._SCHEMA_LOCK_KEY,))
         with pytest.raises(schema.SchemaLockTimeout) as raised:
             schema.downgrade(pg_engine, "0004", lock_timeout=0.5)

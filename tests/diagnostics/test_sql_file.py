@@ -11,8 +11,6 @@ import psycopg
 import pytest
 from sqlalchemy import Engine
 
-from cowrieprocessor.db import schema
-from cowrieprocessor.db.engine import create_engine
 from cowrieprocessor.diagnostics import run_diagnostics
 from tests.conftest import _pg_conninfo
 from tests.diagnostics.scenario import build
@@ -32,14 +30,6 @@ def statements() -> dict[str, str]:
 
 def _num(value: Any) -> Any:
     return float(value) if isinstance(value, Decimal) else value
-
-
-@pytest.fixture
-def pg_engine(pg_url: str) -> Any:
-    engine = create_engine(pg_url)
-    schema.upgrade(engine)
-    yield engine
-    engine.dispose()
 
 
 @pytest.mark.postgres
