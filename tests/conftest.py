@@ -106,23 +106,22 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         drop_pg_database(url)
 
 
-@pytest.fixture
-def pg_engine(pg_url: str) -> Iterator[Engine]:
-    """An engine on a fresh PostgreSQL database at the newest schema."""
-    eng = create_engine(pg_url)
+def _engine_at_head(url: str) -> Iterator[Engine]:
+    eng = create_engine(url)
     schema.upgrade(eng)
     try:
         yield eng
     finally:
         eng.dispose()
+
+
+@pytest.fixture
+def pg_engine(pg_url: str) -> Iterator[Engine]:
+    """An engine on a fresh PostgreSQL database at the newest schema."""
+    yield from _engine_at_head(pg_url)
 
 
 @pytest.fixture
 def engine(db_url: str) -> Iterator[Engine]:
     """An engine on a fresh database of each kind, at the newest schema."""
-    eng = create_engine(db_url)
-    schema.upgrade(eng)
-    try:
-        yield eng
-    finally:
-        eng.dispose()
+    yield from _engine_at_head(db_url)

@@ -107,43 +107,57 @@ def url(db_url: str) -> str:
 def _seed(engine: Engine) -> None:
     """72 sessions over 24 addresses (each address thrice, far apart), 16 files over 8
     hashes, 6 distinct passwords: workers meet the same keys at the same time."""
+    _insert_rows(
+        engine,
+        "sess",
+        [ADDRESSES[i % len(ADDRESSES)] for i in range(72)],
+        [HASHES[i % len(HASHES)] for i in range(16)],
+        PASSWORDS_USED * 2,
+    )
+
+
+def _insert_rows(
+    engine: Engine, prefix: str, addresses: list[str], shasums: list[str], passwords: list[str]
+) -> None:
+    """One session per address (ids ``{prefix}000`` on), one uploaded file per hash and
+    one failed login per password, in those sessions in order."""
     sessions = [
         {
             "sensor": "s1",
-            "session_id": f"sess{i:03d}",
-            "src_ip": ADDRESSES[i % len(ADDRESSES)],
+            "session_id": f"{prefix}{i:03d}",
+            "src_ip": address,
             "src_ip_valid": True,
             "first_event_at": T0,
             "updated_at": T0,
         }
-        for i in range(72)
+        for i, address in enumerate(addresses)
     ]
     files = [
         {
-            "event_hash": hashlib.sha256(f"file{i}".encode()).hexdigest(),
+            "event_hash": hashlib.sha256(f"{prefix}-file{i}".encode()).hexdigest(),
             "sensor": "s1",
-            "session_id": f"sess{i:03d}",
+            "session_id": f"{prefix}{i:03d}",
             "direction": "upload",
             "transfer_ok": True,
-            "shasum": HASHES[i % len(HASHES)],
+            "shasum": shasum,
             "url": None,
             "first_seen": T0,
         }
-        for i in range(16)
+        for i, shasum in enumerate(shasums)
     ]
     logins = [
         {
-            "event_hash": hashlib.sha256(f"login{i}".encode()).hexdigest(),
+            "event_hash": hashlib.sha256(f"{prefix}-login{i}".encode()).hexdigest(),
             "sensor": "s1",
-            "session_id": f"sess{i:03d}",
+            "session_id": f"{prefix}{i:03d}",
             "event_time": T0,
-            "src_ip": ADDRESSES[0],
+            "src_ip": addresses[0],
             "username": "root",
             "password": encode_text(password),
             "password_sha256": hashlib.sha256(password.encode()).hexdigest(),
             "success": False,
         }
-        for i, password in enumerate(PASSWORDS_USED * 2)
+        for i, password in enumerate(passwords)
     ]
     with engine.begin() as conn:
         conn.execute(insert(SESSIONS), sessions)
@@ -417,48 +431,7 @@ LIMITED_PASSWORDS = _limited_passwords(9)
 def _seed_distinct_keys(engine: Engine) -> None:
     """30 sessions, 12 files and 9 passwords, no two sharing a key: every row looked up
     costs exactly one request per service, so requests count rows."""
-    sessions = [
-        {
-            "sensor": "s1",
-            "session_id": f"lim{i:03d}",
-            "src_ip": address,
-            "src_ip_valid": True,
-            "first_event_at": T0,
-            "updated_at": T0,
-        }
-        for i, address in enumerate(LIMITED_ADDRESSES)
-    ]
-    files = [
-        {
-            "event_hash": hashlib.sha256(f"limited-file{i}".encode()).hexdigest(),
-            "sensor": "s1",
-            "session_id": f"lim{i:03d}",
-            "direction": "upload",
-            "transfer_ok": True,
-            "shasum": shasum,
-            "url": None,
-            "first_seen": T0,
-        }
-        for i, shasum in enumerate(LIMITED_HASHES)
-    ]
-    logins = [
-        {
-            "event_hash": hashlib.sha256(f"limited-login{i}".encode()).hexdigest(),
-            "sensor": "s1",
-            "session_id": f"lim{i:03d}",
-            "event_time": T0,
-            "src_ip": LIMITED_ADDRESSES[0],
-            "username": "root",
-            "password": encode_text(password),
-            "password_sha256": hashlib.sha256(password.encode()).hexdigest(),
-            "success": False,
-        }
-        for i, password in enumerate(LIMITED_PASSWORDS)
-    ]
-    with engine.begin() as conn:
-        conn.execute(insert(SESSIONS), sessions)
-        conn.execute(insert(FILES), files)
-        conn.execute(insert(LOGINS), logins)
+    _insert_rows(engine, "lim", LIMITED_ADDRESSES, LIMITED_HASHES, LIMITED_PASSWORDS)
 
 
 @pytest.mark.timeout(60)
